@@ -1,0 +1,3 @@
+from arcadedreamer.cli import run
+
+run()

@@ -1,0 +1,253 @@
+"""The `arcadedreamer` command: parse, validate, call one function per command."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from arcadedreamer.config import DEFAULT_PARAMS, Params, check_game_id, load_params
+from arcadedreamer.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="ArcadeDreamer: a VAE + GRU world model of Atari games, tracked with DVC and MLflow.",
+)
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="The params YAML file.", dir_okay=True)]
+
+
+def _game(game: str) -> str:
+    try:
+        return check_game_id(game)
+    except ValueError as exc:
+        raise UserError(f"--game: {exc}") from None
+
+
+@app.command()
+def config(
+    params: ParamsOption = DEFAULT_PARAMS,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON schema instead.")] = False,
+) -> None:
+    """Print the validated, resolved configuration (or its JSON schema)."""
+    if schema:
+        typer.echo(json.dumps(Params.model_json_schema(), indent=2))
+        return
+    typer.echo(yaml.safe_dump(load_params(params).model_dump(), sort_keys=False), nl=False)
+
+
+@app.command()
+def actions(
+    game: Annotated[str, typer.Option("--game", help="Game id, e.g. BreakoutNoFrameskip-v4.")],
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """List the game's own actions: the numbers and names --actions accepts."""
+    from arcadedreamer.data.actions import ACTION_ID, minimal_action_names
+
+    game = _game(game)
+    typer.echo(f"{game}: number  name  (ALE full-action id)")
+    for number, name in enumerate(minimal_action_names(game)):
+        typer.echo(f"  {number:>2}  {name:<14} ({ACTION_ID[name]})")
+
+
+@app.command()
+def collect(
+    game: Annotated[
+        str | None, typer.Option("--game", help="Only this game (default: all in params).")
+    ] = None,
+    frames: Annotated[
+        int | None, typer.Option("--frames", min=1, help="Frames per game (default: data.frames_per_game).")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Play the games with a seeded random policy and store 64×64 grayscale frames."""
+    from arcadedreamer.data.collector import collect_to_disk
+
+    cfg = load_params(params)
+    games = [_game(game)] if game else cfg.data.games
+    data = cfg.data
+    manifests = collect_to_disk(
+        games, frames or data.frames_per_game, data.out_dir, seed=data.seed,
+        num_envs=data.num_envs, frame_size=data.frame_size, hold_min=data.action_hold_min,
+        hold_max=data.action_hold_max, max_episode_frames=data.max_episode_frames,
+        num_threads=data.num_threads,
+    )  # fmt: skip
+    for m in manifests:
+        typer.echo(f"{m['game']}: {m['frames']} frames, {m['episodes']} episodes -> "
+                   f"{Path(data.out_dir) / m['game']} (hash {m['content_hash'][:12]})")  # fmt: skip
+
+
+@app.command()
+def heldout(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Regenerate the pinned held-out evaluation episodes (seeds training never uses)."""
+    from arcadedreamer.data.collector import collect_to_disk
+
+    cfg = load_params(params)
+    held, data = cfg.heldout, cfg.data
+    manifests = collect_to_disk(
+        data.games, held.episodes_per_game * held.frames_per_episode, held.out_dir,
+        seed=held.seed, num_envs=held.episodes_per_game, frame_size=data.frame_size,
+        hold_min=data.action_hold_min, hold_max=data.action_hold_max,
+        max_episode_frames=held.frames_per_episode, num_threads=data.num_threads,
+    )  # fmt: skip
+    for m in manifests:
+        typer.echo(f"{m['game']}: {m['episodes']} held-out episodes, {m['frames']} frames "
+                   f"(hash {m['content_hash'][:12]})")  # fmt: skip
+
+
+@app.command()
+def train(
+    stage: Annotated[str, typer.Option("--stage", help="vae or dynamics.")],
+    vae_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--vae-checkpoint", help="VAE for the dynamics stage (default: the vae stage's final checkpoint)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the stage's last checkpoint.")
+    ] = False,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Train the VAE or the dynamics model; logs to MLflow and registers a model version."""
+    if stage not in ("vae", "dynamics"):
+        raise UserError(f"--stage: unknown stage '{stage}'; choose vae or dynamics")
+    if vae_checkpoint is not None and stage != "dynamics":
+        raise UserError("--vae-checkpoint only applies to --stage dynamics")
+    cfg = load_params(params)
+    if stage == "vae":
+        from arcadedreamer.training.vae_trainer import train_vae
+
+        summary = train_vae(cfg, resume=resume)
+        typer.echo(f"VAE: held-out PSNR {summary['val_psnr']:.2f} dB vs mean frame "
+                   f"{summary['val_psnr_mean_frame']:.2f} dB")  # fmt: skip
+    else:
+        from arcadedreamer.training.dynamics_trainer import train_dynamics
+
+        summary = train_dynamics(cfg, vae_checkpoint=vae_checkpoint, resume=resume)
+        typer.echo(f"dynamics: open-loop latent MSE {summary['val_loss_open_loop']:.4f} vs "
+                   f"copy-last {summary['val_loss_copy_last']:.4f}")  # fmt: skip
+
+
+def _resolve_model(model: str | None, params: Params) -> Path:
+    """A checkpoint path, a `models:/…` URI, or by default the registry's @champion, then @latest."""
+    from arcadedreamer import tracking
+    from arcadedreamer.training.checkpoints import final_checkpoint_path
+
+    if model and not model.startswith("models:/"):
+        return Path(model)
+    if model:
+        return tracking.resolve_model_checkpoint(model, params)
+    for alias in ("champion", "latest"):
+        try:
+            return tracking.resolve_model_checkpoint(f"models:/{tracking.DYNAMICS_MODEL}@{alias}", params)
+        except UserError:
+            continue
+    fallback = final_checkpoint_path(params, "dynamics")
+    if fallback.exists():
+        return fallback
+    raise UserError(
+        f"no world model: nothing registered as {tracking.DYNAMICS_MODEL} and no {fallback}; "
+        "train one with `make repro` (or `arcadedreamer train --stage dynamics`)"
+    )
+
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="Checkpoint path or models:/NAME@alias (default: @champion, then @latest)."),
+]
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Dynamics checkpoint (default: the dynamics stage's final one)."),
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Score open-loop rollouts on the held-out episodes against baselines; promote @champion."""
+    from arcadedreamer.evaluation.stage import run_evaluate
+    from arcadedreamer.training.checkpoints import final_checkpoint_path
+
+    cfg = load_params(params)
+    run_evaluate(cfg, model or final_checkpoint_path(cfg, "dynamics"))
+    typer.echo(f"wrote {cfg.evaluation.metrics_file} and {cfg.evaluation.plots_dir}/")
+
+
+@app.command()
+def dream(
+    game: Annotated[str | None, typer.Option("--game", help="Game id (default: dream.game).")] = None,
+    actions: Annotated[
+        str | None, typer.Option("--actions", help='e.g. "FIRE,RIGHT,LEFT" or "1,1,2,3" (see `actions`).')
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Seeded random actions when --actions is not given.")
+    ] = None,
+    episode: Annotated[
+        int | None, typer.Option("--episode", min=0, help="Held-out episode giving the real context.")
+    ] = None,
+    start: Annotated[
+        int | None, typer.Option("--start", min=0, help="Frame of that episode where the context starts.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="GIF path (default: outputs/dream_<game>.gif).")
+    ] = None,
+    model: ModelOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Imagine a sequence from real context and the given actions; write an animated GIF."""
+    from arcadedreamer.data.actions import parse_actions
+    from arcadedreamer.viz.dream import run_dream
+
+    cfg = load_params(params)
+    game = _game(game or cfg.dream.game)
+    text = actions if actions is not None else ("" if steps else cfg.dream.actions)
+    action_ids = parse_actions(text, game) if text else None
+    path = run_dream(
+        cfg, game, _resolve_model(model, cfg), action_ids,
+        steps=steps or cfg.dream.steps,
+        episode=cfg.dream.episode if episode is None else episode,
+        start=cfg.dream.start if start is None else start,
+        out=out or Path(cfg.dream.out_dir) / f"dream_{game}.gif",
+    )  # fmt: skip
+    typer.echo(f"wrote {path}")
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: a `UserError` becomes one line on stderr and its exit code, no traceback."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        app(args=argv, standalone_mode=False, prog_name="arcadedreamer")
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("interrupted: partial outputs were discarded; earlier outputs are intact", err=True)
+        return 130
+    except typer.TyperException as exc:  # usage errors: typer prints usage and the problem
+        if hasattr(exc, "show"):
+            exc.show()
+        return getattr(exc, "exit_code", 2)
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Atari data: action names, preprocessing, collection and the datasets built on it."""

@@ -1,0 +1,156 @@
+"""Frame stacks and latent sequences built at load time from single stored frames.
+
+Frames stay uint8 in one tensor; a batch gathers its stacks by index and only then becomes
+float in [0, 1]. Stacks and sequences never cross an episode boundary. Train and validation
+are split by whole episodes, per game, with a seeded permutation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices, to_unit_float
+from arcadedreamer.data.storage import GameData, load_game_data
+from arcadedreamer.errors import UserError
+
+
+@dataclass
+class Episodes:
+    """Several games' data, concatenated (each game ends with an episode end)."""
+
+    frames: torch.Tensor  # (N, H, W) uint8
+    actions: torch.Tensor  # (N,) int64 full-action ids
+    episode_ends: np.ndarray  # (N,) bool
+    game_index: np.ndarray  # (N,) int: index into `games`
+    games: list[str]
+    content_hashes: dict[str, str]
+
+    @property
+    def episode_id(self) -> np.ndarray:
+        return episode_ids(self.episode_ends)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def load_episodes(root: str | Path, games: list[str], verify: bool = True) -> Episodes:
+    parts: list[GameData] = []
+    for game in games:
+        game_dir = Path(root) / game
+        if not game_dir.exists():
+            raise UserError(f"{game_dir}: no collected data for {game}; run `arcadedreamer collect` first")
+        parts.append(load_game_data(game_dir, verify=verify))
+    return Episodes(
+        frames=torch.from_numpy(np.concatenate([p.frames for p in parts])),
+        actions=torch.from_numpy(np.concatenate([p.actions for p in parts]).astype(np.int64)),
+        episode_ends=np.concatenate([p.episode_ends for p in parts]),
+        game_index=np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)]),
+        games=list(games),
+        content_hashes={p.game: p.manifest["content_hash"] for p in parts},
+    )
+
+
+def data_hash(episodes: Episodes) -> str:
+    """One hash naming exactly which collected data a model was trained on."""
+    import hashlib
+
+    text = "".join(f"{g}:{h}\n" for g, h in sorted(episodes.content_hashes.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def split_episodes(episodes: Episodes, val_fraction: float, seed: int) -> np.ndarray:
+    """(N,) bool, True for frames of validation episodes: whole episodes, chosen per game."""
+    ids = episodes.episode_id
+    is_val = np.zeros(len(ids), dtype=bool)
+    if val_fraction <= 0:
+        return is_val
+    rng = np.random.default_rng(seed)
+    for game in range(len(episodes.games)):
+        game_episodes = np.unique(ids[episodes.game_index == game])
+        if len(game_episodes) < 2:
+            continue
+        count = min(len(game_episodes) - 1, max(1, round(val_fraction * len(game_episodes))))
+        chosen = rng.choice(game_episodes, size=count, replace=False)
+        is_val |= np.isin(ids, chosen)
+    return is_val
+
+
+def gather_stacks(frames: torch.Tensor, last_indices: torch.Tensor, stack_size: int) -> torch.Tensor:
+    """frames (N, H, W) uint8, last_indices (B,) → (B, stack_size, H, W) float in [0, 1]."""
+    offsets = torch.arange(-stack_size + 1, 1, device=last_indices.device)
+    return to_unit_float(frames[last_indices[:, None] + offsets])
+
+
+class FrameStacks:
+    """Every valid stack of a split, served in (shuffled) batches."""
+
+    def __init__(self, episodes: Episodes, stack_size: int, mask: np.ndarray):
+        valid = stack_start_indices(episodes.episode_ends, stack_size)
+        self.indices = torch.from_numpy(valid[mask[valid]])
+        self.game_index = torch.from_numpy(episodes.game_index[self.indices.numpy()])
+        self.frames, self.stack_size = episodes.frames, stack_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[torch.Tensor]:
+        order = (
+            self.indices[torch.randperm(len(self.indices), generator=generator)]
+            if generator is not None
+            else self.indices
+        )
+        stop = len(order) - (len(order) % batch_size if drop_last else 0)
+        for start in range(0, stop, batch_size):
+            yield gather_stacks(self.frames, order[start : start + batch_size], self.stack_size)
+
+
+def mean_frames(episodes: Episodes, mask: np.ndarray) -> torch.Tensor:
+    """Each game's mean frame over the masked (training) frames: (G, H, W) in [0, 1]."""
+    out = []
+    for game in range(len(episodes.games)):
+        rows = torch.from_numpy(np.flatnonzero(mask & (episodes.game_index == game)))
+        frames = episodes.frames[rows.to(episodes.frames.device)]
+        out.append(frames.float().mean(0).cpu() / 255.0 if len(rows) else torch.zeros(frames.shape[1:]))
+    return torch.stack(out)
+
+
+def sequence_starts(episodes: Episodes, stack_size: int, seq_len: int, mask: np.ndarray) -> np.ndarray:
+    """Indices s where stacks s … s+seq_len all exist inside one episode of the split."""
+    n = len(episodes)
+    valid_stack = np.zeros(n, dtype=bool)
+    valid_stack[stack_start_indices(episodes.episode_ends, stack_size)] = True
+    ids = episodes.episode_id
+    starts = np.arange(max(0, n - seq_len))
+    ok = valid_stack[starts] & (ids[starts + seq_len] == ids[starts]) & mask[starts]
+    return starts[ok]
+
+
+class LatentSequences:
+    """Windows of seq_len+1 latents and the seq_len actions between them."""
+
+    def __init__(self, latents: torch.Tensor, actions: torch.Tensor, starts: np.ndarray, seq_len: int):
+        self.latents, self.actions, self.seq_len = latents, actions, seq_len
+        self.starts = torch.from_numpy(starts)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = (
+            self.starts[torch.randperm(len(self.starts), generator=generator)]
+            if generator is not None
+            else self.starts
+        )
+        steps = torch.arange(self.seq_len + 1)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size, None] + steps  # (B, T+1)
+            yield self.latents[index], self.actions[index[:, :-1]]

@@ -1,0 +1,54 @@
+"""Frame preprocessing exactly as the original: RGB → grayscale → 64×64 INTER_AREA → uint8.
+
+Collection gets the same bytes from ale-py's native vector env (ALE's palette grayscale and
+cv::resize with INTER_AREA); tests check the two paths agree byte for byte. Frames are stored
+as uint8 and become floats in [0, 1] only when a batch is made.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+
+def preprocess_frame(rgb: np.ndarray, size: int = 64) -> np.ndarray:
+    """(210, 160, 3) uint8 RGB → (size, size) uint8 grayscale."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def to_unit_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames → float32 in [0, 1] (the models' input range)."""
+    return frames.float().div_(255.0)
+
+
+def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] → uint8, rounding; for images and GIFs."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().float().cpu().numpy()
+    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+
+
+def stack_start_indices(episode_ends: np.ndarray, stack_size: int) -> np.ndarray:
+    """Indices i whose frames i-stack_size+1 … i lie in one episode (stacks never cross).
+
+    Returns the index of each valid stack's *last* frame, so stack i = frames[i-k+1 : i+1].
+    """
+    episode_ends = np.asarray(episode_ends, dtype=bool)
+    n = len(episode_ends)
+    # position of each frame inside its episode
+    starts = np.zeros(n, dtype=bool)
+    starts[0] = n > 0
+    starts[1:] = episode_ends[:-1]
+    episode_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    position = np.arange(n) - episode_start
+    return np.flatnonzero(position >= stack_size - 1)
+
+
+def episode_ids(episode_ends: np.ndarray) -> np.ndarray:
+    """Episode number of every frame (0, 0, …, 1, 1, …)."""
+    episode_ends = np.asarray(episode_ends, dtype=bool)
+    ids = np.zeros(len(episode_ends), dtype=np.int64)
+    ids[1:] = np.cumsum(episode_ends[:-1])
+    return ids

@@ -1,0 +1,141 @@
+"""One game's collected frames on disk: four .npy arrays and a JSON manifest.
+
+Layout of `<root>/<game>/`: `frames.npy` (N, 64, 64) uint8, `actions.npy` (N,) uint8 full-action
+ids, `rewards.npy` (N,) float32, `episode_ends.npy` (N,) bool, `manifest.json`. Row t holds frame
+t, the action taken from it and the reward that action earned; where `episode_ends[t]` is set,
+frame t is the last of its episode and its action and reward are 0 (no transition leaves it).
+The manifest's content hash covers every array, so a truncated or edited file is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from arcadedreamer.errors import UserError
+from arcadedreamer.fileio import _describe_os_error, atomic_write_json, sha256_file
+
+ARRAYS = ("frames", "actions", "rewards", "episode_ends")
+DTYPES = {"frames": np.uint8, "actions": np.uint8, "rewards": np.float32, "episode_ends": np.bool_}
+
+
+@dataclass
+class GameData:
+    game: str
+    frames: np.ndarray  # (N, H, W) uint8
+    actions: np.ndarray  # (N,) uint8, ALE full-action ids
+    rewards: np.ndarray  # (N,) float32
+    episode_ends: np.ndarray  # (N,) bool
+    manifest: dict
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.episode_ends.sum())
+
+
+def content_hash(file_hashes: dict[str, str]) -> str:
+    lines = "".join(f"{name}:{file_hashes[name]}\n" for name in sorted(file_hashes))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import ale_py
+    import cv2
+    import gymnasium
+
+    import arcadedreamer
+
+    return {
+        "ale_py": ale_py.__version__,
+        "gymnasium": gymnasium.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "arcadedreamer": arcadedreamer.__version__,
+    }
+
+
+def save_game_data(game_dir: str | Path, arrays: dict[str, np.ndarray], manifest: dict) -> dict:
+    """Write into a temporary sibling directory, then swap it in: all files or none."""
+    game_dir = Path(game_dir)
+    game_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{game_dir.name}.", dir=game_dir.parent))
+    except OSError as exc:
+        raise UserError(_describe_os_error(game_dir, exc)) from None
+    try:
+        file_hashes = {}
+        for name in ARRAYS:
+            array = np.ascontiguousarray(arrays[name], dtype=DTYPES[name])
+            path = tmp_dir / f"{name}.npy"
+            with open(path, "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            file_hashes[f"{name}.npy"] = sha256_file(path)
+        manifest = {**manifest, "files": file_hashes, "content_hash": content_hash(file_hashes)}
+        atomic_write_json(tmp_dir / "manifest.json", manifest)
+        old_dir = game_dir.with_name(f".{game_dir.name}.old")
+        if old_dir.exists():
+            shutil.rmtree(old_dir)
+        if game_dir.exists():
+            os.replace(game_dir, old_dir)
+        os.replace(tmp_dir, game_dir)
+        shutil.rmtree(old_dir, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise UserError(_describe_os_error(game_dir, exc)) from None
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return manifest
+
+
+def read_manifest(game_dir: str | Path) -> dict:
+    path = Path(game_dir) / "manifest.json"
+    recollect = "re-collect it with `arcadedreamer collect` (or `dvc repro collect`)"
+    if not path.exists():
+        raise UserError(f"{game_dir}: no collected data (manifest.json missing); {recollect}")
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["files"], manifest["content_hash"]  # noqa: B018 - must be present
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: corrupt manifest; {recollect}") from None
+    return manifest
+
+
+def load_game_data(game_dir: str | Path, verify: bool = True, mmap: bool = False) -> GameData:
+    """Load a game's arrays; with `verify`, refuse files whose hash differs from the manifest."""
+    game_dir = Path(game_dir)
+    manifest = read_manifest(game_dir)
+    recollect = "re-collect it with `arcadedreamer collect` (or `dvc repro collect`)"
+    arrays = {}
+    for name in ARRAYS:
+        path = game_dir / f"{name}.npy"
+        if not path.exists():
+            raise UserError(f"{path}: missing; {recollect}")
+        if verify and sha256_file(path) != manifest["files"].get(f"{name}.npy"):
+            raise UserError(
+                f"{path}: content does not match its manifest hash (truncated or modified); {recollect}"
+            )
+        try:
+            arrays[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            raise UserError(f"{path}: not a readable array file; {recollect}") from None
+    lengths = {len(a) for a in arrays.values()}
+    if len(lengths) != 1:
+        raise UserError(f"{game_dir}: arrays have different lengths {sorted(lengths)}; {recollect}")
+    return GameData(game=manifest.get("game", game_dir.name), manifest=manifest, **arrays)
+
+
+def game_dir_for(root: str | Path, game: str) -> Path:
+    return Path(root) / game

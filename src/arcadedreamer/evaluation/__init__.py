@@ -1,0 +1,1 @@
+"""Scoring the world model: image metrics, open-loop rollouts, baselines and promotion."""

@@ -1,0 +1,147 @@
+"""The evaluate stage: score, write eval.json / plots / PNG, log to MLflow, promote."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from arcadedreamer import tracking
+from arcadedreamer.config import Params
+from arcadedreamer.evaluation.evaluate import (
+    PREDICTORS,
+    evaluate_world_model,
+    series_rows,
+    should_promote,
+)
+from arcadedreamer.fileio import atomic_open, atomic_write_json, atomic_write_text
+from arcadedreamer.training.checkpoints import load_world_model
+
+PLOT_METRICS = ("psnr", "ssim")
+
+
+def write_plots(result: dict, plots_dir: Path) -> list[Path]:
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for game, scores in result["series"].items():
+        for metric in PLOT_METRICS:
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=["horizon", *PREDICTORS], delimiter="\t")
+            writer.writeheader()
+            for row in series_rows(scores, metric):
+                writer.writerow({k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in row.items()})
+            path = plots_dir / f"{metric}_{game}.tsv"
+            atomic_write_text(path, buffer.getvalue())
+            written.append(path)
+    written.append(plot_curves(result, plots_dir / "eval_curves.png"))
+    return written
+
+
+def plot_curves(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = list(result["series"])
+    fig, axes = plt.subplots(2, len(games), figsize=(4.2 * len(games), 6.4), squeeze=False)
+    styles = {"model": "-", "copy_last": "--", "mean_frame": ":", "reconstruction": "-."}
+    for col, game in enumerate(games):
+        for row, metric in enumerate(PLOT_METRICS):
+            ax = axes[row][col]
+            for name in PREDICTORS:
+                values = result["series"][game][name][metric]
+                ax.plot(range(1, len(values) + 1), values, styles[name], label=name)
+            ax.set_title(f"{game.removesuffix('NoFrameskip-v4')}: {metric.upper()}")
+            ax.set_xlabel("open-loop horizon (frames)")
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("PSNR (dB)")
+    axes[1][0].set_ylabel("SSIM")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=90)
+    plt.close(fig)
+    return path
+
+
+def format_headline(result: dict) -> str:
+    lines = []
+    for game, scores in result["games"].items():
+        gains = ", ".join(
+            f"h{k.split('_')[1][1:]} {v:+.2f} dB"
+            for k, v in scores.items()
+            if k.endswith("_gain") and k.startswith("psnr_h")
+        )
+        lines.append(
+            f"{game}: model PSNR minus copy-last {gains}; reconstruction minus mean frame "
+            f"{scores['recon_gain_over_mean_frame']:+.2f} dB ({scores['windows']} rollouts)"
+        )
+    return "\n".join(lines)
+
+
+def run_evaluate(params: Params, checkpoint_path: str | Path) -> dict:
+    model, checkpoint = load_world_model(checkpoint_path, params)
+    result = evaluate_world_model(model, checkpoint, params)
+    cfg = params.evaluation
+    metrics_file = Path(cfg.metrics_file)
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    report = {"summary": result["summary"], "games": result["games"], "settings": result["settings"]}
+    atomic_write_json(metrics_file, _json_safe(report))
+    written = write_plots(result, Path(cfg.plots_dir))
+    print(format_headline(result))
+
+    with tracking.stage_run("evaluate", params):
+        tracking.log_metrics({f"summary/{k}": v for k, v in result["summary"].items()})
+        for game, scores in result["games"].items():
+            tracking.log_metrics({f"{game}/{k}": v for k, v in scores.items()})
+        for game, series in result["series"].items():
+            for name in PREDICTORS:
+                for metric, values in series[name].items():
+                    for h, value in enumerate(values, start=1):
+                        if math.isfinite(value):
+                            tracking.log_metrics({f"{game}/{metric}_{name}": value}, step=h)
+        tracking.log_artifact(metrics_file)
+        for path in written:
+            tracking.log_artifact(path, "plots")
+        if params.tracking.register_models:
+            report["promotion"] = promote(params, checkpoint, result["summary"])
+    return report
+
+
+def promote(params: Params, checkpoint: dict, summary: dict) -> dict:
+    name, key = tracking.DYNAMICS_MODEL, params.evaluation.promote_on
+    version = tracking.version_for_run(name, checkpoint.get("mlflow_run_id"))
+    if version is None:
+        message = "this checkpoint has no registered version; nothing to promote"
+        print(f"promotion: {message}")
+        return {"promoted": False, "reason": message}
+    score = summary[key]
+    tracking.set_version_tag(name, version, f"eval.{key}", f"{score:.6g}")
+    champion = tracking.alias_version(name, "champion")
+    if champion and champion["version"] == version:
+        message = f"version {version} is already champion"
+        print(f"promotion: {message}")
+        return {"promoted": False, "reason": message, "version": version}
+    champion_score = None
+    if champion:
+        tag = champion["tags"].get(f"eval.{key}")
+        champion_score = float(tag) if tag is not None else -math.inf
+    promoted, reason = should_promote(score, champion_score)
+    if promoted:
+        tracking.set_alias(name, "champion", version)
+        print(f"promotion: {name} version {version} is now @champion ({key}: {reason})")
+    else:
+        print(f"promotion: @champion stays version {champion['version']} ({key}: {reason})")
+    return {"promoted": promoted, "reason": reason, "version": version}
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

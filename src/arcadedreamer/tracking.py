@@ -1,0 +1,217 @@
+"""Every MLflow call of the project lives here, so the rest stays testable without a server.
+
+Runs: one per stage, in experiment `tracking.experiment`, tagged with the stage, the git
+commit and a pipeline id shared by the stages of one pipeline run. Models: each training
+stage registers a version (`arcadedreamer-vae`, `arcadedreamer-dynamics`; a dynamics version
+holds the VAE it was trained on, so it is the whole world model). The version's artifact is
+the project's own checkpoint, loaded with `torch.load(weights_only=True)` — no pickled code —
+and wrapped as a pyfunc "model from code" so the MLflow UI and `mlflow.pyfunc` see it too.
+`models:/NAME@latest` resolves to the newest version (MLflow reserves that alias name);
+evaluation sets `@champion`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import subprocess
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from arcadedreamer.config import Params
+from arcadedreamer.errors import UserError
+
+T = TypeVar("T")
+VAE_MODEL = "arcadedreamer-vae"
+DYNAMICS_MODEL = "arcadedreamer-dynamics"
+_REGISTRY_CODE = Path(__file__).with_name("registry_model.py")
+
+
+def _mlflow():
+    warnings.filterwarnings("ignore", module="mlflow")
+    import mlflow
+
+    return mlflow
+
+
+def tracking_uri(params: Params) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+
+
+def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.25) -> T:
+    """SQLite answers "database is locked" while another stage writes; wait and try again."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # mlflow wraps sqlalchemy's OperationalError in its own types
+            if "locked" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(delay * (2**attempt))
+    raise AssertionError("unreachable")
+
+
+def setup(params: Params) -> str:
+    """Point MLflow at the configured store and make sure the experiment exists."""
+    mlflow = _mlflow()
+    uri = tracking_uri(params)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    with_retry(lambda: mlflow.set_experiment(params.tracking.experiment))
+    return uri
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pipeline_id(params: Params) -> str:
+    """`ARCADEDREAMER_PIPELINE_ID` when set (make repro sets one per run), else commit + params."""
+    if env := os.environ.get("ARCADEDREAMER_PIPELINE_ID"):
+        return env
+    text = git_commit() + params.model_dump_json()
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Params, run_id: str | None = None) -> Iterator[str]:
+    """One MLflow run for one stage; FAILED on error, KILLED on Ctrl-C / SIGTERM."""
+    mlflow = _mlflow()
+    setup(params)
+    tags = {"stage": stage, "git_commit": git_commit(), "pipeline_id": pipeline_id(params)}
+    run = with_retry(
+        lambda: mlflow.start_run(
+            run_id=run_id, run_name=None if run_id else stage, tags=tags, log_system_metrics=True
+        )
+    )
+    try:
+        if run_id is None:
+            flat = {k: str(v) for k, v in params.flat().items()}
+            items = list(flat.items())
+            for start in range(0, len(items), 90):
+                with_retry(lambda chunk=dict(items[start : start + 90]): mlflow.log_params(chunk))
+        yield run.info.run_id
+    except KeyboardInterrupt:
+        with_retry(lambda: mlflow.end_run(status="KILLED"))
+        raise
+    except BaseException:
+        with_retry(lambda: mlflow.end_run(status="FAILED"))
+        raise
+    else:
+        with_retry(lambda: mlflow.end_run(status="FINISHED"))
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    mlflow = _mlflow()
+    clean = {k: float(v) for k, v in metrics.items() if np.isfinite(float(v))}
+    with_retry(lambda: mlflow.log_metrics(clean, step=step))
+
+
+def log_image(image: np.ndarray, artifact_file: str) -> None:
+    with_retry(lambda: _mlflow().log_image(image, artifact_file=artifact_file))
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    with_retry(lambda: _mlflow().log_artifact(str(path), artifact_path=artifact_path))
+
+
+def log_dict(data: dict, artifact_file: str) -> None:
+    with_retry(lambda: _mlflow().log_dict(data, artifact_file))
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    with_retry(lambda: _mlflow().set_tags(tags))
+
+
+def register_checkpoint(name: str, checkpoint: str | Path, tags: dict[str, str]) -> str:
+    """Log `checkpoint` as this run's model and register it as a new version of `name`."""
+    mlflow = _mlflow()
+    import torch
+
+    info = with_retry(
+        lambda: mlflow.pyfunc.log_model(
+            name="world_model" if name == DYNAMICS_MODEL else "vae",
+            python_model=str(_REGISTRY_CODE),
+            artifacts={"checkpoint": str(checkpoint)},
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+        )
+    )
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        version = with_retry(lambda: mlflow.register_model(info.model_uri, name))
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        with_retry(lambda k=key, v=value: client.set_model_version_tag(name, version.version, k, str(v)))
+    return str(version.version)
+
+
+def resolve_model_checkpoint(model_uri: str, params: Params) -> Path:
+    """`models:/NAME@alias` (or `models:/NAME/3`) → the local path of its checkpoint file."""
+    mlflow = _mlflow()
+    setup(params)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except Exception as exc:  # mlflow raises its own exception types for unknown names/aliases
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot load {model_uri} from {tracking_uri(params)}: {first}; "
+            "train one with `arcadedreamer train --stage dynamics` (or `make repro`)"
+        ) from None
+    found = sorted((local / "artifacts").glob("*.pt")) or sorted(local.rglob("*.pt"))
+    if not found:
+        raise UserError(f"{model_uri}: the registered version holds no checkpoint file")
+    return found[0]
+
+
+def alias_version(name: str, alias: str) -> dict | None:
+    """The version behind `alias` as {"version", "tags"}, or None when unset."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        version = with_retry(lambda: client.get_model_version_by_alias(name, alias))
+    except Exception as exc:
+        if "locked" in str(exc).lower():
+            raise
+        return None
+    return {"version": str(version.version), "tags": dict(version.tags)}
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    client = _mlflow().MlflowClient()
+    with_retry(lambda: client.set_registered_model_alias(name, alias, version))
+
+
+def set_version_tag(name: str, version: str, key: str, value: str) -> None:
+    client = _mlflow().MlflowClient()
+    with_retry(lambda: client.set_model_version_tag(name, version, key, value))
+
+
+def latest_version(name: str) -> str | None:
+    client = _mlflow().MlflowClient()
+    try:
+        versions = with_retry(lambda: client.search_model_versions(f"name='{name}'"))
+    except Exception:
+        return None
+    return max((str(v.version) for v in versions), key=int, default=None)
+
+
+def version_for_run(name: str, run_id: str | None) -> str | None:
+    """The registered version of `name` that run `run_id` logged, if any."""
+    if not run_id:
+        return None
+    client = _mlflow().MlflowClient()
+    try:
+        versions = with_retry(lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
+    except Exception:
+        return None
+    return max((str(v.version) for v in versions), key=int, default=None)

@@ -1,0 +1,1 @@
+"""Training loops for the VAE and the dynamics model, and their checkpoints."""

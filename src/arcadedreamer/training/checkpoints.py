@@ -1,0 +1,137 @@
+"""Checkpoints: plain tensors and Python values only, loaded with `weights_only=True`.
+
+A checkpoint holds the stage, the epoch, the architecture, the model weights (a dynamics
+checkpoint also holds the VAE it was trained on, so it is the whole world model), the
+optimizer, scheduler and RNG state for `--resume`, the params it was trained with, the data
+hash and the final metrics.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from arcadedreamer.config import Params
+from arcadedreamer.errors import UserError
+from arcadedreamer.fileio import atomic_open
+from arcadedreamer.models.dynamics import Dynamics
+from arcadedreamer.models.vae import VAE
+from arcadedreamer.models.world_model import WorldModel
+
+
+def vae_arch(params: Params) -> dict[str, int]:
+    return {"stack_size": params.data.stack_size, "frame_size": params.data.frame_size,
+            "latent_dim": params.vae.latent_dim}  # fmt: skip
+
+
+def dynamics_arch(params: Params) -> dict[str, int]:
+    return {"latent_dim": params.vae.latent_dim, "num_actions": params.dynamics.num_actions,
+            "hidden_size": params.dynamics.hidden_size}  # fmt: skip
+
+
+def stage_dir(params: Params, stage: str) -> Path:
+    return Path(params.training.checkpoint_dir) / stage
+
+
+def checkpoint_path(params: Params, stage: str, epoch: int) -> Path:
+    return stage_dir(params, stage) / f"{stage}_epoch_{epoch}.pt"
+
+
+def final_checkpoint_path(params: Params, stage: str) -> Path:
+    epochs = params.vae.epochs if stage == "vae" else params.dynamics.epochs
+    return checkpoint_path(params, stage, epochs)
+
+
+def latest_checkpoint(params: Params, stage: str) -> Path | None:
+    """The highest-epoch checkpoint of `stage` not beyond the configured epochs."""
+    epochs = params.vae.epochs if stage == "vae" else params.dynamics.epochs
+    found = []
+    for path in stage_dir(params, stage).glob(f"{stage}_epoch_*.pt"):
+        match = re.fullmatch(rf"{stage}_epoch_(\d+)\.pt", path.name)
+        if match and int(match.group(1)) <= epochs:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        torch.save(checkpoint, handle)
+
+
+def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
+    """Load safely; every way a file can be wrong becomes a one-line `UserError`."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(
+            f"{path}: checkpoint not found; train one with `arcadedreamer train --stage {stage or 'vae'}`"
+        )
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; give the path of a .pt checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"{path}: refused: it is not a plain-tensor checkpoint (loading uses weights_only=True "
+            "and never runs pickled code)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{path}: corrupt or truncated checkpoint ({reason}); retrain or restore it"
+        ) from None
+    if not isinstance(checkpoint, dict) or "stage" not in checkpoint or "model" not in checkpoint:
+        raise UserError(f"{path}: not an ArcadeDreamer checkpoint (no stage/model entries)")
+    if stage is not None and checkpoint["stage"] != stage:
+        raise UserError(f"{path}: is a {checkpoint['stage']} checkpoint, expected a {stage} checkpoint")
+    return checkpoint
+
+
+def check_arch(checkpoint: dict, expected: dict[str, int], path: str | Path, key: str = "arch") -> None:
+    found = checkpoint.get(key, {})
+    section = {"stack_size": "data", "frame_size": "data", "latent_dim": "vae",
+               "hidden_size": "dynamics", "num_actions": "dynamics"}  # fmt: skip
+    diffs = [
+        f"{section.get(name, '?')}.{name}={found.get(name)} (params.yaml has {value})"
+        for name, value in expected.items()
+        if found.get(name) != value
+    ]
+    if diffs:
+        raise UserError(
+            f"{path}: architecture does not match params.yaml: trained with {', '.join(diffs)}; "
+            "use matching params or retrain"
+        )
+
+
+def vae_from_checkpoint(checkpoint: dict) -> VAE:
+    state, arch = (
+        (checkpoint["model"], checkpoint["arch"])
+        if checkpoint["stage"] == "vae"
+        else (checkpoint["vae"], checkpoint["vae_arch"])
+    )
+    vae = VAE(arch["stack_size"], arch["latent_dim"])
+    vae.load_state_dict(state)
+    return vae.eval()
+
+
+def world_model_from_checkpoint(checkpoint: dict) -> WorldModel:
+    if checkpoint["stage"] != "dynamics":
+        raise UserError("a world model needs a dynamics checkpoint (it holds the VAE too)")
+    arch = checkpoint["arch"]
+    dynamics = Dynamics(arch["latent_dim"], arch["num_actions"], arch["hidden_size"])
+    dynamics.load_state_dict(checkpoint["model"])
+    return WorldModel(vae_from_checkpoint(checkpoint), dynamics.eval()).eval()
+
+
+def load_world_model(path: str | Path, params: Params | None = None) -> tuple[WorldModel, dict]:
+    """A dynamics checkpoint → (WorldModel, checkpoint), checked against params when given."""
+    checkpoint = load_checkpoint(path, stage="dynamics")
+    if params is not None:
+        check_arch(checkpoint, dynamics_arch(params), path)
+        check_arch(checkpoint, vae_arch(params), path, key="vae_arch")
+    return world_model_from_checkpoint(checkpoint), checkpoint

@@ -1,0 +1,62 @@
+"""Pieces both trainers share: device, seeding, optimizer, schedule, image grids."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from arcadedreamer.config import Params
+from arcadedreamer.data.preprocessing import to_uint8
+from arcadedreamer.errors import UserError
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("training.device: cuda requested but no CUDA GPU is visible; use auto or cpu")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def configure_threads(params: Params) -> None:
+    if params.training.num_threads > 0:
+        torch.set_num_threads(params.training.num_threads)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on the GPU; fp32 on the CPU, where bf16 is slower on this hardware."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(model: torch.nn.Module, params: Params, epochs: int):
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=params.training.lr, weight_decay=params.training.weight_decay
+    )
+    if params.training.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return optimizer, scheduler
+
+
+def train_step(model, losses: dict[str, torch.Tensor], optimizer, grad_clip: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
+def psnr(mse: float) -> float:
+    return float("inf") if mse <= 0 else float(10.0 * np.log10(1.0 / mse))
+
+
+def comparison_grid(real: torch.Tensor, recon: torch.Tensor, scale: int = 2) -> np.ndarray:
+    """Real frames above their reconstructions: (B, H, W) each in [0, 1] → uint8 image."""
+    top = np.concatenate(list(to_uint8(real)), axis=1)
+    bottom = np.concatenate(list(to_uint8(recon)), axis=1)
+    grid = np.concatenate([top, bottom], axis=0)
+    return np.kron(grid, np.ones((scale, scale), dtype=np.uint8))

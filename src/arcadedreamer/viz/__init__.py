@@ -1,0 +1,1 @@
+"""What people look at: dream GIFs and the interactive play window."""

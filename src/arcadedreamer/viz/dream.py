@@ -1,0 +1,186 @@
+"""Dreams: real context from a held-out episode, then the world model alone on given actions.
+
+The GIF shows, side by side and upscaled, the real game (the held-out episode replayed in the
+emulator up to the context, then driven by the same actions as the dream) and the dream, with
+the step and the action written on every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from arcadedreamer.data.actions import FULL_ACTIONS, NUM_ACTIONS
+from arcadedreamer.data.dataset import gather_stacks
+from arcadedreamer.data.emulator import replay
+from arcadedreamer.data.preprocessing import episode_ids, to_uint8
+from arcadedreamer.data.storage import GameData
+from arcadedreamer.errors import UserError
+from arcadedreamer.fileio import atomic_open
+from arcadedreamer.models.world_model import WorldModel
+
+HEADER = 14  # pixels of text above each panel
+
+
+@dataclass
+class Dream:
+    context_frames: np.ndarray  # (C', 64, 64) uint8: the real frames shown before the dream
+    dream_frames: np.ndarray  # (T, 64, 64) uint8
+    real_frames: np.ndarray | None  # (T, 64, 64) uint8 real continuation, or None
+    actions: list[int]  # (T,) full-action ids
+
+
+def random_actions(steps: int, seed: int) -> list[int]:
+    """Seeded random full-set actions, each held a few frames so the motion is visible."""
+    rng = np.random.default_rng(seed)
+    actions: list[int] = []
+    while len(actions) < steps:
+        actions += [int(rng.integers(0, NUM_ACTIONS))] * int(rng.integers(4, 12))
+    return actions[:steps]
+
+
+def episode_bounds(data: GameData, episode: int) -> tuple[int, int]:
+    ids = episode_ids(data.episode_ends)
+    rows = np.flatnonzero(ids == episode)
+    if len(rows) == 0:
+        raise UserError(f"--episode {episode}: held-out {data.game} has episodes 0…{ids[-1]}")
+    return int(rows[0]), int(rows[-1]) + 1
+
+
+def real_continuation(
+    data: GameData, first_row: int, context_end: int, actions: list[int]
+) -> np.ndarray | None:
+    """Replay the recorded stream in the emulator to the last context frame, then apply `actions`."""
+    for start_row, _length, reset_seed in data.manifest.get("streams", {}).get("rows", []):
+        if start_row == first_row:  # only an episode that starts a stream can be replayed
+            recorded = np.asarray(data.actions[start_row:context_end])
+            emulator, frames = replay(data.game, reset_seed, recorded, data.frames.shape[-1])
+            try:
+                if len(frames) != context_end - start_row + 1 or not np.array_equal(
+                    frames[-1], data.frames[context_end]
+                ):
+                    return None  # replay diverged (e.g. another library version): show no real panel
+                real = []
+                for action in actions:
+                    frame, _, done = emulator.step(action)
+                    real.append(frame)
+                    if done:
+                        break
+                while len(real) < len(actions):
+                    real.append(real[-1])
+                return np.stack(real)
+            finally:
+                emulator.close()
+    return None
+
+
+@torch.no_grad()
+def dream(model: WorldModel, data: GameData, actions: list[int], episode: int, start: int,
+          stack_size: int, context: int) -> Dream:  # fmt: skip
+    """Warm the GRU on `context` real stacks from `start` in `episode`, then imagine."""
+    first, stop = episode_bounds(data, episode)
+    last_context = first + start + stack_size - 1 + context - 1  # row of the newest real frame
+    if last_context >= stop:
+        raise UserError(
+            f"--start {start}: episode {episode} of held-out {data.game} has {stop - first} frames; "
+            f"context needs {stack_size + context - 1} from the start"
+        )
+    frames = torch.from_numpy(np.asarray(data.frames))
+    rows = torch.arange(last_context - context + 1, last_context + 1)
+    stacks = gather_stacks(frames, rows, stack_size)  # (C, S, 64, 64)
+    latents = model.encode(stacks)[None]  # (1, C, D)
+    recorded = torch.from_numpy(np.asarray(data.actions[rows[:-1].numpy()]).astype(np.int64))[None]
+    imagined = model.imagine(latents, recorded, torch.tensor([actions]))  # (1, T, D)
+    dreamed = model.decode(imagined[0])[:, -1]  # (T, 64, 64)
+    real = real_continuation(data, first, last_context, actions)
+    return Dream(
+        context_frames=np.asarray(data.frames[first + start : last_context + 1]),
+        dream_frames=to_uint8(dreamed),
+        real_frames=real,
+        actions=list(actions),
+    )
+
+
+def _panel(frame: np.ndarray, scale: int, label: str) -> Image.Image:
+    image = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
+    canvas = Image.new("L", (image.width, image.height + HEADER), 0)
+    canvas.paste(image, (0, HEADER))
+    ImageDraw.Draw(canvas).text((2, 1), label, fill=255)
+    return canvas
+
+
+def render_frames(result: Dream, scale: int) -> list[np.ndarray]:
+    """One RGB image per GIF frame: [real | dream] panels, step and action written above."""
+    has_real = result.real_frames is not None
+    frames = []
+    for i, frame in enumerate(result.context_frames):
+        panels = [_panel(frame, scale, f"real  context {i + 1}")]
+        if has_real:
+            panels.append(_panel(frame, scale, "dream: waiting"))
+        frames.append(panels)
+    for t, action in enumerate(result.actions):
+        label = f"step {t + 1} {FULL_ACTIONS[action]}"
+        panels = []
+        if has_real:
+            panels.append(_panel(result.real_frames[t], scale, f"real  {label}"))
+        panels.append(_panel(result.dream_frames[t], scale, f"dream {label}"))
+        frames.append(panels)
+    images = []
+    for panels in frames:
+        width = sum(p.width for p in panels) + 4 * (len(panels) - 1)
+        canvas = Image.new("RGB", (width, panels[0].height), (40, 40, 40))
+        x = 0
+        for p in panels:
+            canvas.paste(p.convert("RGB"), (x, 0))
+            x += p.width + 4
+        images.append(np.asarray(canvas))
+    return images
+
+
+def write_gif(images: list[np.ndarray], path: str | Path, fps: int) -> None:
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; give a .gif file path with --out")
+    if not path.parent.exists():
+        raise UserError(f"{path}: directory {path.parent} does not exist; create it or choose another --out")
+    with atomic_open(path, "wb") as handle:
+        iio.imwrite(handle, np.stack(images), extension=".gif", duration=1000 / fps, loop=0)
+
+
+def run_dream(params, game: str, checkpoint_path: Path, actions: list[int] | None, *, steps: int,
+              episode: int, start: int, out: Path) -> Path:  # fmt: skip
+    """The dream command: load, imagine, render, write the GIF atomically, log it to MLflow."""
+    from arcadedreamer import tracking
+    from arcadedreamer.data.storage import load_game_data
+    from arcadedreamer.training.checkpoints import load_world_model
+
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; give a .gif file path with --out")
+    if not out.parent.exists():
+        if out.parent == Path(params.dream.out_dir):
+            out.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            raise UserError(
+                f"{out}: directory {out.parent} does not exist; create it or choose another --out"
+            )
+    model, _ = load_world_model(checkpoint_path, params)
+    game_dir = Path(params.heldout.out_dir) / game
+    if not game_dir.exists():
+        raise UserError(
+            f"{game_dir}: no held-out episodes for {game}; run `make data` (or `arcadedreamer heldout`)"
+        )
+    data = load_game_data(game_dir)
+    if actions is None:
+        actions = random_actions(steps, params.dream.seed)
+    result = dream(model, data, actions, episode, start, params.data.stack_size, params.evaluation.context)
+    write_gif(render_frames(result, params.dream.upscale), out, params.dream.fps)
+    with tracking.stage_run("dream", params):
+        tracking.set_tags({"game": game, "model_checkpoint": str(checkpoint_path)})
+        tracking.log_artifact(out, "dreams")
+    return out
