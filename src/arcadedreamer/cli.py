@@ -132,8 +132,8 @@ def train(
         from arcadedreamer.training.dynamics_trainer import train_dynamics
 
         summary = train_dynamics(cfg, vae_checkpoint=vae_checkpoint, resume=resume)
-        typer.echo(f"dynamics: open-loop latent MSE {summary['val_loss_open_loop']:.4f} vs "
-                   f"copy-last {summary['val_loss_copy_last']:.4f}")  # fmt: skip
+        typer.echo(f"dynamics: open-loop latent MSE {summary['val_loss_open_loop']:.3g} vs "
+                   f"copy-last {summary['val_loss_copy_last']:.3g}")  # fmt: skip
 
 
 def _resolve_model(model: str | None, params: Params) -> Path:
@@ -219,6 +219,50 @@ def dream(
         out=out or Path(cfg.dream.out_dir) / f"dream_{game}.gif",
     )  # fmt: skip
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def play(
+    game: Annotated[
+        str, typer.Option("--game", help="Game id, e.g. BreakoutNoFrameskip-v4.")
+    ] = "BreakoutNoFrameskip-v4",
+    dream: Annotated[bool, typer.Option("--dream", help="Start in dream mode (D toggles it).")] = False,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="No window: SDL dummy driver, seeded random policy.")
+    ] = False,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Stop after N steps.")] = None,
+    screenshot: Annotated[
+        Path | None, typer.Option("--screenshot", help="Save the last frame of the window as PNG.")
+    ] = None,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="Save the session as collected data under DIR/<game>/.")
+    ] = None,
+    fps: Annotated[int | None, typer.Option("--fps", min=1, help="Frame rate (default: play.fps).")] = None,
+    model: ModelOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Play the real game beside the world model: Real | Predicted | Overlay panels."""
+    from arcadedreamer.training.checkpoints import load_world_model
+    from arcadedreamer.viz.play import run_play
+
+    cfg = load_params(params)
+    game = _game(game)
+    if headless and steps is None:
+        raise UserError("--headless needs --steps N (there is no Esc key to stop it)")
+    world_model, checkpoint = load_world_model(_resolve_model(model, cfg), cfg)
+    if game not in checkpoint.get("mean_frames", {}):
+        typer.echo(
+            f"note: the model was trained on {', '.join(checkpoint.get('mean_frames', {}))}, not {game}",
+            err=True,
+        )
+    summary = run_play(
+        game, world_model, stack_size=cfg.data.stack_size, fps=fps or cfg.play.fps, scale=cfg.play.scale,
+        dream=dream, headless=headless, steps=steps, screenshot=screenshot, record=record,
+    )  # fmt: skip
+    typer.echo(f"played {summary['steps']} steps ({summary['reason']})")
+    for key in ("screenshot", "record"):
+        if key in summary:
+            typer.echo(f"wrote {summary[key]}")
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -133,6 +133,12 @@ class EvaluationConfig(_Section):
         for h in self.headline_horizons:
             if not 1 <= h <= self.horizons:
                 raise ValueError(f"headline horizon {h} is outside 1…{self.horizons}")
+        scores = [f"psnr_h{h}_{kind}" for h in self.headline_horizons for kind in ("gain", "model")]
+        scores += ["recon_gain_over_mean_frame", "recon_psnr"]
+        if self.promote_on not in scores:
+            raise ValueError(
+                f"promote_on '{self.promote_on}' is not a headline score; choose one of {', '.join(scores)}"
+            )
         return self
 
 

@@ -41,8 +41,13 @@ def _mlflow():
     return mlflow
 
 
+# mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ, so the user's override
+# is read once, before any of our calls can have set it.
+_USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri(params: Params) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    return _USER_TRACKING_URI or params.tracking.uri
 
 
 def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.25) -> T:
@@ -61,10 +66,19 @@ def setup(params: Params) -> str:
     """Point MLflow at the configured store and make sure the experiment exists."""
     mlflow = _mlflow()
     uri = tracking_uri(params)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    with_retry(lambda: mlflow.set_experiment(params.tracking.experiment))
+    name = params.tracking.experiment
+    if uri.startswith("sqlite:///"):
+        # Artifacts beside the database (not in whatever folder a command ran from).
+        db_dir = Path(uri.removeprefix("sqlite:///")).resolve().parent
+        db_dir.mkdir(parents=True, exist_ok=True)
+        if with_retry(lambda: mlflow.get_experiment_by_name(name)) is None:
+            try:
+                mlflow.create_experiment(name, artifact_location=(db_dir / "mlruns").as_uri())
+            except Exception as exc:  # created meanwhile by a parallel stage
+                if "already exists" not in str(exc).lower() and "locked" not in str(exc).lower():
+                    raise
+    with_retry(lambda: mlflow.set_experiment(name))
     return uri
 
 

@@ -149,7 +149,9 @@ def collect_to_disk(
     manifests = []
     for game in games:
         game_dir = Path(out_root) / game
-        with exclusive_lock(Path(out_root) / f".{game}.lock", f"{game_dir}"):
+        # The lock sits beside the output folder, so DVC never hashes it as data.
+        lock = Path(out_root).parent / f".{Path(out_root).name}.{game}.lock"
+        with exclusive_lock(lock, f"{game_dir}"):
             arrays, streams = collect_game(
                 game, frames_per_game, num_envs=num_envs, seed=seed, frame_size=frame_size,
                 hold_min=hold_min, hold_max=hold_max, max_episode_frames=max_episode_frames,

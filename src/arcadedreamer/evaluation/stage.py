@@ -111,6 +111,7 @@ def run_evaluate(params: Params, checkpoint_path: str | Path) -> dict:
 
 
 def promote(params: Params, checkpoint: dict, summary: dict) -> dict:
+    tracking.setup(params)
     name, key = tracking.DYNAMICS_MODEL, params.evaluation.promote_on
     version = tracking.version_for_run(name, checkpoint.get("mlflow_run_id"))
     if version is None:

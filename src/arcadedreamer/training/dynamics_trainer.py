@@ -146,7 +146,7 @@ def train_dynamics(
             }  # fmt: skip
             tracking.log_metrics(metrics, step=epoch)
             print(f"dynamics epoch {epoch}: train {metrics['train_loss']:.4f}, open-loop val "
-                  f"{val['loss']:.4f} (copy-last {val['loss_copy']:.4f})")  # fmt: skip
+                  f"{val['loss']:.3g} (copy-last {val['loss_copy']:.3g})")  # fmt: skip
             if epoch % train_cfg.checkpoint_every == 0 or epoch == cfg.epochs:
                 ckpt.save_checkpoint(ckpt.checkpoint_path(params, "dynamics", epoch), {
                     "stage": "dynamics", "epoch": epoch, "arch": ckpt.dynamics_arch(params),

@@ -149,7 +149,8 @@ def write_gif(images: list[np.ndarray], path: str | Path, fps: int) -> None:
     if not path.parent.exists():
         raise UserError(f"{path}: directory {path.parent} does not exist; create it or choose another --out")
     with atomic_open(path, "wb") as handle:
-        iio.imwrite(handle, np.stack(images), extension=".gif", duration=1000 / fps, loop=0)
+        # GIF stores delays in hundredths of a second
+        iio.imwrite(handle, np.stack(images), extension=".gif", duration=10 * round(100 / fps), loop=0)
 
 
 def run_dream(params, game: str, checkpoint_path: Path, actions: list[int] | None, *, steps: int,

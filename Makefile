@@ -1,0 +1,76 @@
+# ArcadeDreamer — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+# The CPU build of torch 2.13.0 (on this machine it lies on disk); on a GPU machine pass
+# e.g. TORCH_SPEC="torch==2.13.0" with the CUDA index, any torch in pyproject's range works.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+# The CPU-sized setting of `make quickstart`: one game, more epochs (see README).
+QUICKSTART := -S 'data.games=[BreakoutNoFrameskip-v4]' -S data.frames_per_game=5000 \
+	-S vae.epochs=20 -S dynamics.epochs=30 -S training.batch_size=32 -S training.lr=0.001 \
+	-S training.checkpoint_every=5 -S dream.game=BreakoutNoFrameskip-v4
+
+.PHONY: help install data repro quickstart ui dream test lint clean audit
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install the project with its dev tools
+
+mlflow.db: | $(VENV)/.installed
+	$(BIN)/python -c "from arcadedreamer.config import load_params; from arcadedreamer import tracking; tracking.setup(load_params())"
+
+data: install ## Get data/heldout pinned by data.dvc: pull from the DVC remote, else regenerate and verify
+	@if [ -n "$$(dvc remote list)" ]; then \
+		dvc pull data.dvc; \
+	elif dvc status data.dvc | grep -q "up to date"; then \
+		dvc commit -f -q data.dvc && echo "data/heldout matches data.dvc"; \
+	else \
+		arcadedreamer heldout && \
+		if dvc status data.dvc | grep -q "up to date"; then \
+			dvc commit -f -q data.dvc && echo "data/heldout regenerated; bytes match data.dvc, cached"; \
+		else \
+			echo "error: regenerated data/heldout does not match the hash pinned in data.dvc (different params.yaml heldout/data settings or library versions); restore them, or pin the new set with 'dvc add data/heldout' deliberately" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+repro: data mlflow.db ## Run the whole pipeline with params.yaml (dvc repro)
+	ARCADEDREAMER_PIPELINE_ID=$$(date +%Y%m%d-%H%M%S) dvc repro
+
+quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CPU setting (dvc exp run, ~10 min)
+	ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART)
+	@dvc metrics show
+	@echo "Dream: outputs/dream_BreakoutNoFrameskip-v4.gif   Scores: metrics/eval.json, plots/eval_curves.png"
+	@echo "Compare experiments: dvc exp show   MLflow UI: make ui"
+
+ui: install mlflow.db ## Start the MLflow UI on http://127.0.0.1:5000 (runs, images, GIFs, registry)
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+dream: install ## Dream Breakout from the registry's champion: make dream ACTIONS="1,1,1,2,2,3,3"
+	arcadedreamer dream --game $${GAME:-BreakoutNoFrameskip-v4} $${ACTIONS:+--actions "$$ACTIONS"}
+
+test: install ## Run the test suite (real ALE, DVC, MLflow, PyTorch on tiny data)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install ## Check style with ruff
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+audit: install ## Check dependencies for known vulnerabilities (pip-audit, when installable)
+	$(BIN)/python -m pip install -q pip-audit && $(BIN)/pip-audit || echo "pip-audit unavailable or found issues (see above)"
+
+clean: ## Remove generated outputs (never params.yaml, data.dvc, the DVC cache or MLflow history)
+	rm -rf data/collected checkpoints metrics plots outputs bench .pytest_cache

@@ -1,0 +1,229 @@
+"""Play the real game beside the world model: Real | Predicted | Overlay, in pygame.
+
+Predicted is the model's guess of the current frame from the previous real frames and the
+action just taken. In dream mode (`--dream`, or D) the model runs on its own predictions from
+the moment it is switched on, driven by the player's keys, while the real game goes on beside
+it with the same actions. `--headless` runs the same loop with the SDL dummy driver and a
+seeded random policy, for tests and screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arcadedreamer.data.actions import FULL_ACTIONS, action_from_keys
+from arcadedreamer.data.dataset import gather_stacks
+from arcadedreamer.data.emulator import Emulator
+from arcadedreamer.data.preprocessing import to_uint8
+from arcadedreamer.data.storage import library_versions, save_game_data
+from arcadedreamer.models.world_model import WorldModel
+
+GAP, HUD = 6, 54  # pixels between panels, and of text below them
+PANELS = ("Real", "Predicted", "Overlay")
+
+
+def overlay(real: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 pair → (H, W, 3): green = real, red = predicted, yellow = both."""
+    out = np.zeros((*real.shape, 3), dtype=np.uint8)
+    out[..., 0] = predicted
+    out[..., 1] = real
+    return out
+
+
+@dataclass
+class PlaySession:
+    """The game and the model stepped together; no pygame in here, so it is testable."""
+
+    game: str
+    model: WorldModel
+    stack_size: int = 4
+    frame_size: int = 64
+    dream: bool = False
+    emulator: Emulator = field(init=False)
+    frames: list[np.ndarray] = field(init=False)  # real frames of this episode
+    predicted: np.ndarray = field(init=False)
+    error: float = field(init=False, default=float("nan"))
+    hidden: torch.Tensor | None = field(init=False, default=None)
+    dream_latent: torch.Tensor | None = field(init=False, default=None)
+    recorded: dict[str, list] = field(init=False)
+    last_action: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.emulator = Emulator(self.game, self.frame_size)
+        self.recorded = {"frames": [], "actions": [], "rewards": [], "episode_ends": []}
+        self.reset(seed=0)
+
+    def reset(self, seed: int | None = None) -> None:
+        if self.recorded["frames"]:
+            self.recorded["episode_ends"][-1] = True
+        frame = self.emulator.reset(seed=seed)
+        self.frames = [frame]
+        self.predicted = frame
+        self.error, self.hidden, self.dream_latent = float("nan"), None, None
+        self._record(frame)
+
+    def _record(self, frame: np.ndarray) -> None:
+        self.recorded["frames"].append(frame)
+        self.recorded["actions"].append(0)
+        self.recorded["rewards"].append(0.0)
+        self.recorded["episode_ends"].append(False)
+
+    def _latest_latent(self) -> torch.Tensor:
+        history = self.frames[-self.stack_size :]
+        history = [history[0]] * (self.stack_size - len(history)) + history  # pad the first frames
+        stack = gather_stacks(
+            torch.from_numpy(np.stack(history)), torch.tensor([self.stack_size - 1]), self.stack_size
+        )
+        return self.model.encode(stack)  # (1, D)
+
+    def toggle_dream(self) -> None:
+        self.dream = not self.dream
+        self.dream_latent = None
+
+    @torch.no_grad()
+    def step(self, action: int) -> bool:
+        """Advance the game and the model by one action; returns True when the episode ended."""
+        if self.dream and self.dream_latent is not None:
+            latent = self.dream_latent  # the model's own previous prediction
+        else:
+            latent = self._latest_latent()
+        next_latent, self.hidden = self.model.step(latent, torch.tensor([action]), self.hidden)
+        if self.dream:
+            self.dream_latent = next_latent
+        self.predicted = to_uint8(self.model.decode(next_latent)[0, -1])
+        self.recorded["actions"][-1] = int(action)
+        frame, reward, done = self.emulator.step(action)
+        self.recorded["rewards"][-1] = reward
+        self.frames.append(frame)
+        self._record(frame)
+        self.last_action = int(action)
+        self.error = float(
+            np.mean((frame.astype(np.float32) / 255 - self.predicted.astype(np.float32) / 255) ** 2)
+        )
+        return done
+
+    def save_recording(self, root: str | Path) -> Path:
+        """The session's frames and actions in the same format as `collect` (root/<game>/)."""
+        arrays = {k: np.asarray(v) for k, v in self.recorded.items()}
+        arrays["episode_ends"][-1] = True
+        arrays["actions"][arrays["episode_ends"]] = 0
+        arrays["rewards"][arrays["episode_ends"]] = 0.0
+        manifest = {"game": self.game, "frames": len(arrays["frames"]), "episodes": int(arrays["episode_ends"].sum()),
+                    "seed": None, "policy": "human play (arcadedreamer play --record)", "frame_size": self.frame_size,
+                    "versions": library_versions()}  # fmt: skip
+        game_dir = Path(root) / self.game
+        save_game_data(game_dir, arrays, manifest)
+        return game_dir
+
+
+def keys_to_action(pressed, pygame) -> int:
+    """Arrow keys + Space, as held now, → one of ALE's 18 actions."""
+    return action_from_keys(
+        up=bool(pressed[pygame.K_UP]), down=bool(pressed[pygame.K_DOWN]),
+        left=bool(pressed[pygame.K_LEFT]), right=bool(pressed[pygame.K_RIGHT]),
+        fire=bool(pressed[pygame.K_SPACE]),
+    )  # fmt: skip
+
+
+def render(screen, session: PlaySession, scale: int, fps: float, font, pygame) -> None:
+    size = session.frame_size * scale
+    real, pred = session.frames[-1], session.predicted
+    images = [np.stack([real] * 3, -1), np.stack([pred] * 3, -1), overlay(real, pred)]
+    screen.fill((24, 24, 24))
+    for i, (image, label) in enumerate(zip(images, PANELS)):
+        surface = pygame.surfarray.make_surface(np.ascontiguousarray(image.transpose(1, 0, 2)))
+        x = i * (size + GAP)
+        screen.blit(pygame.transform.scale(surface, (size, size)), (x, 0))
+        title = label + (" (dream)" if label == "Predicted" and session.dream else "")
+        screen.blit(font.render(title, True, (255, 255, 0)), (x + 4, 4))
+    psnr = 10 * np.log10(1 / session.error) if session.error > 0 else float("inf")
+    lines = [
+        f"{fps:5.1f} fps   action {FULL_ACTIONS[session.last_action]:<13} score {session.emulator.score:g}"
+        f"   error MSE {session.error:.5f} ({psnr:.1f} dB)",
+        f"arrows move  Space fire  D dream {'ON' if session.dream else 'off'}  R reset  Esc quit",
+    ]
+    for row, text in enumerate(lines):
+        screen.blit(font.render(text, True, (230, 230, 230)), (6, size + 6 + row * 22))
+
+
+def run_play(game: str, model: WorldModel, *, stack_size: int, fps: int, scale: int, dream: bool = False,
+             headless: bool = False, steps: int | None = None, screenshot: str | Path | None = None,
+             record: str | Path | None = None, seed: int = 0) -> dict:  # fmt: skip
+    """The play loop. Returns a summary: steps run, why it stopped, files written."""
+    if headless:
+        os.environ["SDL_VIDEODRIVER"] = "dummy"
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    pygame.display.init()
+    pygame.font.init()
+    try:
+        size = 64 * scale
+        screen = pygame.display.set_mode((3 * size + 2 * GAP, size + HUD))
+        pygame.display.set_caption(f"ArcadeDreamer — {game}")
+        font = pygame.font.Font(None, 22)
+        session = PlaySession(game, model.eval(), stack_size=stack_size, dream=dream)
+        clock, rng = pygame.time.Clock(), np.random.default_rng(seed)
+        held_action, hold = 0, 0
+        done_steps, reason, shown_fps = 0, "steps", float(fps)
+        last = time.perf_counter()
+        while steps is None or done_steps < steps:
+            quit_now = False
+            for event in pygame.event.get():
+                if event.type == pygame.QUIT or (
+                    event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE
+                ):
+                    quit_now = True
+                elif event.type == pygame.KEYDOWN and event.key == pygame.K_r:
+                    session.reset()
+                elif event.type == pygame.KEYDOWN and event.key == pygame.K_d:
+                    session.toggle_dream()
+            if quit_now:
+                reason = "quit"
+                break
+            if headless:  # seeded random policy, each action held a few frames
+                if hold <= 0:
+                    held_action, hold = int(rng.integers(0, len(FULL_ACTIONS))), int(rng.integers(4, 12))
+                hold -= 1
+                action = held_action
+            else:
+                action = keys_to_action(pygame.key.get_pressed(), pygame)
+            if session.step(action):
+                session.reset()
+            done_steps += 1
+            now = time.perf_counter()
+            shown_fps = 0.9 * shown_fps + 0.1 / max(now - last, 1e-6)
+            last = now
+            render(screen, session, scale, shown_fps, font, pygame)
+            pygame.display.flip()
+            if not headless:
+                clock.tick(fps)
+        summary = {"steps": done_steps, "reason": reason}
+        if screenshot:
+            render(screen, session, scale, shown_fps, font, pygame)
+            summary["screenshot"] = str(save_surface(screen, Path(screenshot), pygame))
+        if record:
+            summary["record"] = str(session.save_recording(record))
+        session.emulator.close()
+        return summary
+    finally:
+        pygame.quit()
+
+
+def save_surface(screen, path: Path, pygame) -> Path:
+    """pygame picks the format from the name, so write `.tmp.png` beside it, then rename."""
+    from arcadedreamer.errors import UserError
+
+    if not path.parent.exists():
+        raise UserError(f"{path}: directory {path.parent} does not exist; create it or choose another path")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
+    pygame.image.save(screen, str(tmp))
+    os.replace(tmp, path)
+    return path

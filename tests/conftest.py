@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny params files and one tiny world model trained for real on real ALE data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests choose their own temporary databases
+
+from arcadedreamer.config import load_params  # noqa: E402
+
+os.environ["GIT_PYTHON_REFRESH"] = "quiet"
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "arcadedreamer"]
+
+
+def tiny_params_dict(root: Path, games: list[str], frames: int = 600) -> dict:
+    """A CPU-second-sized configuration, every path under `root`."""
+    return {
+        "data": {"games": games, "frames_per_game": frames, "num_envs": 2, "num_threads": 1,
+                 "out_dir": str(root / "data/collected")},
+        "heldout": {"episodes_per_game": 2, "frames_per_episode": 60, "out_dir": str(root / "data/heldout")},
+        "vae": {"epochs": 1, "latent_dim": 64},
+        "dynamics": {"epochs": 1, "seq_len": 8, "context": 2, "hidden_size": 32},
+        "training": {"batch_size": 32, "checkpoint_every": 1, "device": "cpu", "num_threads": 1,
+                     "checkpoint_dir": str(root / "checkpoints"), "metrics_dir": str(root / "metrics")},
+        "evaluation": {"horizons": 10, "context": 4, "headline_horizons": [1, 5, 10], "promote_on": "psnr_h10_gain",
+                       "metrics_file": str(root / "metrics/eval.json"), "plots_dir": str(root / "plots")},
+        "dream": {"game": games[0], "steps": 6, "out_dir": str(root / "outputs")},
+        "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}"},
+    }  # fmt: skip
+
+
+def write_params(root: Path, params: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
+    """The real console entry point in a subprocess: exit code, stdout, stderr."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Collect 600 frames of Breakout and Pong, held-out episodes, 1-epoch VAE and dynamics."""
+    from arcadedreamer.data.collector import collect_to_disk
+    from arcadedreamer.training.dynamics_trainer import train_dynamics
+    from arcadedreamer.training.vae_trainer import train_vae
+
+    root = tmp_path_factory.mktemp("trained")
+    games = ["BreakoutNoFrameskip-v4", "PongNoFrameskip-v4"]
+    path = write_params(root, tiny_params_dict(root, games))
+    params = load_params(path)
+    data, held = params.data, params.heldout
+    common = dict(frame_size=64, hold_min=1, hold_max=8, num_threads=1, progress=False)
+    collect_to_disk(games, data.frames_per_game, data.out_dir, seed=data.seed, num_envs=data.num_envs,
+                    max_episode_frames=data.max_episode_frames, **common)  # fmt: skip
+    collect_to_disk(games, held.episodes_per_game * held.frames_per_episode, held.out_dir, seed=held.seed,
+                    num_envs=held.episodes_per_game, max_episode_frames=held.frames_per_episode, **common)  # fmt: skip
+    vae_summary = train_vae(params, progress=False)
+    dyn_summary = train_dynamics(params, progress=False)
+    return SimpleNamespace(root=root, params=params, params_path=path, games=games,
+                           vae_summary=vae_summary, dynamics_summary=dyn_summary)  # fmt: skip

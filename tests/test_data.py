@@ -1,0 +1,123 @@
+"""Preprocessing against cv2, real ALE collection, determinism, stacking and storage."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from arcadedreamer.config import DEFAULT_GAMES
+from arcadedreamer.data.collector import collect_game, collect_to_disk
+from arcadedreamer.data.dataset import FrameStacks, gather_stacks, load_episodes, split_episodes
+from arcadedreamer.data.emulator import replay
+from arcadedreamer.data.preprocessing import preprocess_frame, stack_start_indices
+from arcadedreamer.data.storage import load_game_data
+from arcadedreamer.errors import UserError
+
+SETTINGS = dict(num_envs=2, frame_size=64, hold_min=1, hold_max=8, max_episode_frames=10_000, num_threads=1,
+                progress=False)  # fmt: skip
+
+
+def test_preprocess_matches_cv2_directly():
+    rgb = np.random.default_rng(0).integers(0, 256, size=(210, 160, 3), dtype=np.uint8)
+    frame = preprocess_frame(rgb)
+    expected = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA)
+    assert frame.shape == (64, 64) and frame.dtype == np.uint8
+    np.testing.assert_array_equal(frame, expected)
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    root = tmp_path_factory.mktemp("collected")
+    manifests = collect_to_disk(DEFAULT_GAMES, 300, root, seed=5, **SETTINGS)
+    return root, manifests
+
+
+def test_collection_writes_each_default_game_with_a_manifest(collected):
+    root, manifests = collected
+    for game, manifest in zip(DEFAULT_GAMES, manifests):
+        data = load_game_data(root / game)
+        assert data.frames.shape == (300, 64, 64) and data.frames.dtype == np.uint8
+        assert data.actions.dtype == np.uint8 and data.actions.max() < 18
+        assert data.rewards.dtype == np.float32 and data.episode_ends.dtype == bool
+        on_disk = json.loads((root / game / "manifest.json").read_text())
+        assert on_disk == manifest
+        assert on_disk["game"] == game and on_disk["frames"] == 300 and on_disk["seed"] == 5
+        assert on_disk["episodes"] == int(data.episode_ends.sum()) >= 2  # one stream per emulator
+        assert {"ale_py", "gymnasium", "numpy", "opencv"} <= set(on_disk["versions"])
+        assert len(on_disk["content_hash"]) == 64
+        assert data.frames.std() > 0, "real game pixels, not a blank screen"
+        # rows that end an episode lead nowhere: no action, no reward
+        assert (data.actions[data.episode_ends] == 0).all() and (data.rewards[data.episode_ends] == 0).all()
+
+
+def test_collected_frames_equal_cv2_preprocessing_of_the_replayed_rgb(collected):
+    """The vector env's native grayscale+resize gives the same bytes as cv2 on the RGB screen."""
+    root, manifests = collected
+    for game, manifest in zip(DEFAULT_GAMES, manifests):
+        data = load_game_data(root / game)
+        start, length, seed = manifest["streams"]["rows"][0]
+        emulator, _ = replay(game, seed, [])
+        for t in range(length - 1):
+            np.testing.assert_array_equal(preprocess_frame(emulator.rgb), data.frames[start + t])
+            emulator.step(int(data.actions[start + t]))
+        emulator.close()
+
+
+def test_same_seed_gives_byte_identical_data_and_another_seed_differs(tmp_path):
+    game = "PongNoFrameskip-v4"
+    a = collect_to_disk([game], 200, tmp_path / "a", seed=1, **SETTINGS)[0]
+    b = collect_to_disk([game], 200, tmp_path / "b", seed=1, **SETTINGS)[0]
+    c = collect_to_disk([game], 200, tmp_path / "c", seed=2, **SETTINGS)[0]
+    assert a["content_hash"] == b["content_hash"]
+    for name in ("frames.npy", "actions.npy", "rewards.npy", "episode_ends.npy"):
+        assert (tmp_path / "a" / game / name).read_bytes() == (tmp_path / "b" / game / name).read_bytes()
+    assert c["content_hash"] != a["content_hash"]
+
+
+def test_policy_holds_actions_for_several_frames():
+    arrays, _ = collect_game("BreakoutNoFrameskip-v4", 400, seed=0, **SETTINGS)
+    actions = arrays["actions"][~arrays["episode_ends"]]
+    changes = np.count_nonzero(np.diff(actions.astype(int)))
+    assert changes < len(actions) / 2.5, "held actions (mean hold 4.5 frames), not per-frame flicker"
+    assert len(np.unique(actions)) > 10, "the whole 18-action space is explored"
+
+
+def test_stacks_never_cross_an_episode_boundary():
+    ends = np.array([0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0], dtype=bool)
+    # episode 0: rows 0-5, episode 1: rows 6-9 (exactly one stack), episode 2: rows 10-13
+    assert stack_start_indices(ends, 4).tolist() == [3, 4, 5, 9, 13]
+    frames = np.arange(14, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
+    import torch
+
+    stacks = gather_stacks(torch.from_numpy(frames), torch.tensor([9]), 4)
+    assert (stacks[0, :, 0, 0] * 255).round().tolist() == [6, 7, 8, 9]
+
+
+def test_validation_split_takes_whole_episodes_per_game(collected):
+    root, _ = collected
+    episodes = load_episodes(root, DEFAULT_GAMES)
+    is_val = split_episodes(episodes, 0.5, seed=0)
+    ids = episodes.episode_id
+    for episode in np.unique(ids):
+        assert len(set(is_val[ids == episode])) == 1, "an episode is wholly train or wholly val"
+    for game in range(3):
+        rows = episodes.game_index == game
+        assert is_val[rows].any() and (~is_val[rows]).any()
+    stacks = FrameStacks(episodes, 4, ~is_val)
+    assert len(stacks) > 0 and not is_val[stacks.indices.numpy()].any()
+
+
+def test_corrupted_or_truncated_files_are_detected(collected, tmp_path):
+    import shutil
+
+    root, _ = collected
+    game_dir = tmp_path / "Breakout"
+    shutil.copytree(root / "BreakoutNoFrameskip-v4", game_dir)
+    frames = game_dir / "frames.npy"
+    frames.write_bytes(frames.read_bytes()[:-100])
+    with pytest.raises(UserError, match="does not match its manifest hash .* re-collect"):
+        load_game_data(game_dir)
+    (game_dir / "manifest.json").write_text("{not json")
+    with pytest.raises(UserError, match="corrupt manifest; re-collect"):
+        load_game_data(game_dir)

@@ -1,0 +1,116 @@
+"""The DVC pipeline for real: dvc repro in a temporary git copy of the project, tiny params."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT
+
+STAGES = ["collect", "vae", "dynamics", "evaluate", "dream"]
+TINY = {
+    "data": {"games": ["BreakoutNoFrameskip-v4"], "frames_per_game": 400, "num_envs": 2, "num_threads": 1},
+    "heldout": {"episodes_per_game": 2, "frames_per_episode": 40},
+    "vae": {"epochs": 1},
+    "dynamics": {"epochs": 1, "seq_len": 8, "context": 2, "hidden_size": 32},
+    "training": {"batch_size": 32, "checkpoint_every": 1, "device": "cpu", "num_threads": 1},
+    "evaluation": {"horizons": 6, "context": 4, "headline_horizons": [1, 3, 6], "promote_on": "psnr_h6_gain"},
+    "dream": {"steps": 4},
+}
+
+
+def sh(*args, cwd, check=True):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def set_param(root: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dvcproject")
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", cwd=root)
+    sh("git", "config", "user.email", "test@example.com", cwd=root)
+    sh("git", "config", "user.name", "test", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    sh("arcadedreamer", "heldout", cwd=root)
+    sh("dvc", "add", "-q", "data/heldout", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "tiny project", cwd=root)
+    return root
+
+
+def test_repro_runs_every_stage_and_produces_every_output(project):
+    result = sh("dvc", "repro", cwd=project)
+    assert ran(result.stdout) == STAGES
+    for path in ("data/collected/BreakoutNoFrameskip-v4/frames.npy", "checkpoints/vae/vae_epoch_1.pt",
+                 "checkpoints/dynamics/dynamics_epoch_1.pt", "metrics/vae.json", "metrics/dynamics.json",
+                 "metrics/eval.json", "plots/psnr_BreakoutNoFrameskip-v4.tsv", "plots/eval_curves.png",
+                 "outputs/dream_BreakoutNoFrameskip-v4.gif", "dvc.lock", "mlflow.db"):  # fmt: skip
+        assert (project / path).exists(), path
+    metrics = sh("dvc", "metrics", "show", "--json", cwd=project).stdout
+    assert "psnr_h1_gain" in metrics and "val_psnr" in metrics
+    plots = sh("dvc", "plots", "show", "--json", cwd=project).stdout
+    assert "psnr_BreakoutNoFrameskip-v4.tsv" in plots and "dream_BreakoutNoFrameskip-v4.gif" in plots
+
+
+def test_second_repro_runs_nothing(project):
+    result = sh("dvc", "repro", cwd=project)
+    assert ran(result.stdout) == []
+    assert all(f"Stage '{s}' didn't change, skipping" in result.stdout for s in STAGES)
+
+
+def test_changing_a_key_reruns_only_the_stages_that_read_it(project):
+    set_param(project, "dynamics", "hidden_size", 16)
+    assert ran(sh("dvc", "repro", cwd=project).stdout) == ["dynamics", "evaluate", "dream"]
+    set_param(project, "dream", "steps", 5)
+    assert ran(sh("dvc", "repro", cwd=project).stdout) == ["dream"]
+    assert "up to date" in sh("dvc", "status", cwd=project).stdout
+
+
+def test_checkout_restores_deleted_outputs_from_the_cache(project):
+    gif = project / "outputs/dream_BreakoutNoFrameskip-v4.gif"
+    before = gif.read_bytes()
+    shutil.rmtree(project / "checkpoints")
+    shutil.rmtree(project / "outputs")
+    sh("dvc", "checkout", cwd=project)
+    assert gif.read_bytes() == before
+    assert (project / "checkpoints/dynamics/dynamics_epoch_1.pt").exists()
+    assert "up to date" in sh("dvc", "status", cwd=project).stdout
+
+
+def test_malformed_params_stop_repro_at_the_first_stage(project):
+    good = (project / "params.yaml").read_text()
+    try:
+        set_param(project, "data", "frames_per_gme", 10)
+        result = sh("dvc", "repro", "--force", cwd=project, check=False)
+        assert result.returncode != 0
+        assert ran(result.stdout) == ["collect"]
+        assert "params.yaml: data.frames_per_gme: unknown key" in result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+    finally:
+        (project / "params.yaml").write_text(good)

@@ -1,0 +1,125 @@
+"""Metrics against hand-computed values, baselines, the evaluate stage and promotion."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from arcadedreamer import tracking
+from arcadedreamer.config import load_params
+from arcadedreamer.data.storage import GameData
+from arcadedreamer.evaluation import metrics
+from arcadedreamer.evaluation.evaluate import cut_windows, rollout_scores, should_promote
+from arcadedreamer.evaluation.stage import promote, run_evaluate
+from arcadedreamer.models.dynamics import Dynamics
+from arcadedreamer.models.vae import VAE
+from arcadedreamer.models.world_model import WorldModel
+from arcadedreamer.training import checkpoints as ckpt
+from conftest import tiny_params_dict, write_params
+
+
+def test_psnr_hand_computed():
+    target = torch.zeros(3, 8, 8)
+    assert metrics.psnr(target, target) == math.inf
+    assert metrics.psnr(target + 0.1, target) == pytest.approx(20.0)  # MSE 0.01
+    noisy = target.clone()
+    noisy[0, 0, :4] = 1.0  # 4 of 192 pixels wrong by 1
+    assert metrics.psnr(noisy, target) == pytest.approx(10 * math.log10(192 / 4))
+
+
+def test_ssim_bounds_and_identity():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 32, 32, generator=g)
+    assert torch.allclose(metrics.ssim_per_frame(x, x), torch.ones(4))
+    y = torch.rand(4, 32, 32, generator=g)
+    values = metrics.ssim_per_frame(x, y)
+    assert ((values >= -1) & (values <= 1)).all() and (values < 0.2).all()
+    assert (metrics.ssim_per_frame(x, 1 - x) < 0).all(), "an inverted image is anti-correlated"
+    assert metrics.ssim_per_frame(x, (x + 0.02).clamp(0, 1)).min() > 0.9
+
+
+def test_moving_mask_and_masked_error():
+    last = torch.zeros(1, 4, 4)
+    target = torch.zeros(1, 4, 4)
+    target[0, 1, 2] = 1.0
+    mask = metrics.moving_mask(last, target)
+    assert mask.sum() == 1 and mask[0, 1, 2]
+    pred = torch.zeros(1, 4, 4)
+    pred[0, 1, 2] = 0.5
+    assert metrics.masked_mse(pred, target, mask) == pytest.approx(0.25)
+    assert math.isnan(metrics.masked_mse(pred, target, torch.zeros_like(mask)))
+
+
+def synthetic_episode(length: int = 30) -> GameData:
+    """A 2×2 block moving one pixel right per frame, on a 64×64 black screen, one episode."""
+    frames = np.zeros((length, 64, 64), dtype=np.uint8)
+    for t in range(length):
+        frames[t, 10:12, t : t + 2] = 255
+    ends = np.zeros(length, dtype=bool)
+    ends[-1] = True
+    return GameData("Synthetic", frames, np.zeros(length, np.uint8), np.zeros(length, np.float32), ends, {})
+
+
+def test_copy_last_and_mean_frame_baselines_on_a_synthetic_sequence():
+    data = synthetic_episode()
+    windows = cut_windows(data, stack_size=4, context=2, horizons=5)
+    assert windows.stacks.shape == (3, 7, 4, 64, 64)  # 27 valid stacks → 3 windows of 7
+    model = WorldModel(VAE(), Dynamics()).eval()
+    mean = torch.from_numpy(data.frames.mean(0) / 255.0).float()
+    scores = rollout_scores(model, windows, context=2, mean_frame=mean)
+    for h in range(1, 6):
+        # block moved h pixels: 2h pixels differ if h < 2, else 8 (both blocks fully apart)
+        wrong = 2 * 2 * min(h, 2)
+        assert scores["copy_last"]["psnr"][h - 1] == pytest.approx(10 * math.log10(4096 / wrong), rel=1e-5)
+        assert scores["copy_last"]["moving_mse"][h - 1] == pytest.approx(1.0)  # every moving pixel wrong
+    assert all(len(v) == 5 for p in scores.values() for v in p.values())
+    targets = windows.stacks[:, 2, -1]  # horizon 1: the newest frame of each window's 3rd stack
+    expected = 10 * math.log10(1 / ((mean - targets) ** 2).mean().item())
+    assert scores["mean_frame"]["psnr"][0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_promotion_rule():
+    assert should_promote(1.0, None)[0]
+    assert should_promote(2.0, 1.0) == (True, "new score 2.0000 beats champion's 1.0000")
+    promoted, reason = should_promote(0.5, 1.0)
+    assert not promoted and "does not beat" in reason
+    assert not should_promote(float("nan"), 1.0)[0]
+
+
+def test_evaluate_stage_writes_scores_plots_and_promotes(trained):
+    report = run_evaluate(trained.params, ckpt.final_checkpoint_path(trained.params, "dynamics"))
+    on_disk = json.loads((trained.root / "metrics/eval.json").read_text())
+    assert set(on_disk["games"]) == set(trained.games)
+    for game in trained.games:
+        scores = on_disk["games"][game]
+        assert {"psnr_h1_gain", "psnr_h5_gain", "psnr_h10_gain", "recon_gain_over_mean_frame"} <= set(scores)
+        tsv = (trained.root / f"plots/psnr_{game}.tsv").read_text().splitlines()
+        assert tsv[0].split("\t") == ["horizon", "model", "copy_last", "mean_frame", "reconstruction"]
+        assert len(tsv) == 1 + 10
+    assert (trained.root / "plots/eval_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert on_disk["summary"]["psnr_h10_gain"] == pytest.approx(
+        np.mean([on_disk["games"][g]["psnr_h10_gain"] for g in trained.games]))  # fmt: skip
+    assert report["promotion"]["promoted"] is True
+    assert tracking.alias_version(tracking.DYNAMICS_MODEL, "champion")["version"] == "1"
+
+
+def test_promotion_with_two_registered_versions(trained, tmp_path):
+    params = load_params(write_params(tmp_path, tiny_params_dict(tmp_path, trained.games)))
+    final = ckpt.final_checkpoint_path(trained.params, "dynamics")
+    run_ids = []
+    for _ in range(2):
+        with tracking.stage_run("dynamics", params) as run_id:
+            tracking.register_checkpoint(tracking.DYNAMICS_MODEL, final, {})
+            run_ids.append(run_id)
+    key = params.evaluation.promote_on
+    first = promote(params, {"mlflow_run_id": run_ids[0]}, {key: 1.5})
+    assert first["promoted"] and "first" in first["reason"]
+    worse = promote(params, {"mlflow_run_id": run_ids[1]}, {key: 0.5})
+    assert not worse["promoted"] and "does not beat champion's 1.5000" in worse["reason"]
+    assert tracking.alias_version(tracking.DYNAMICS_MODEL, "champion")["version"] == "1"
+    better = promote(params, {"mlflow_run_id": run_ids[1]}, {key: 2.5})
+    assert better["promoted"]
+    champion = tracking.alias_version(tracking.DYNAMICS_MODEL, "champion")
+    assert champion["version"] == "2" and champion["tags"][f"eval.{key}"] == "2.5"

@@ -1,0 +1,152 @@
+"""Real training on tiny real data, tracked in a temporary SQLite MLflow."""
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+
+from arcadedreamer import tracking
+from arcadedreamer.config import load_params
+from arcadedreamer.errors import UserError
+from arcadedreamer.training import checkpoints as ckpt
+from arcadedreamer.training.vae_trainer import train_vae
+from conftest import run_cli, tiny_params_dict, write_params
+
+
+def client_for(params):
+    mlflow.set_tracking_uri(params.tracking.uri)
+    return mlflow.MlflowClient()
+
+
+def test_training_writes_checkpoints_and_metrics(trained):
+    params = trained.params
+    vae_state = ckpt.load_checkpoint(ckpt.checkpoint_path(params, "vae", 1), stage="vae")
+    assert {"stage", "epoch", "arch", "model", "optimizer", "scheduler", "rng", "config", "data_hash",
+            "mean_frames"} <= set(vae_state)  # fmt: skip
+    assert vae_state["epoch"] == 1 and vae_state["config"]["vae"]["latent_dim"] == 64
+    assert set(vae_state["mean_frames"]) == set(trained.games)
+    dyn_state = ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "dynamics"), stage="dynamics")
+    assert dyn_state["arch"] == {"latent_dim": 64, "num_actions": 18, "hidden_size": 32}
+    vae_json = json.loads((trained.root / "metrics/vae.json").read_text())
+    assert vae_json["val_psnr"] > 10 and "val_psnr_mean_frame" in vae_json
+    assert {f"val_psnr_{g}" for g in trained.games} <= set(vae_json)
+    dyn_json = json.loads((trained.root / "metrics/dynamics.json").read_text())
+    assert 0.3 < dyn_json["sampled_fraction"] < 0.7  # scheduled_sampling_prob 0.5
+    assert dyn_json["val_loss_open_loop"] >= 0
+
+
+def test_runs_metrics_images_and_registered_versions_in_mlflow(trained):
+    client = client_for(trained.params)
+    experiment = client.get_experiment_by_name("arcadedreamer")
+    runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert {"vae", "dynamics"} <= set(runs)
+    vae_run = runs["vae"]
+    assert vae_run.info.status == "FINISHED"
+    assert vae_run.data.tags["pipeline_id"] == runs["dynamics"].data.tags["pipeline_id"]
+    assert vae_run.data.params["vae.latent_dim"] == "64" and vae_run.data.params["vae.beta"] == "0.0001"
+    history = client.get_metric_history(vae_run.info.run_id, "val_psnr")
+    assert [m.step for m in history] == [1]
+    assert {"train_mse", "val_psnr_mean_frame", "lr"} <= set(vae_run.data.metrics)
+    images = [a.path for a in client.list_artifacts(vae_run.info.run_id, "reconstructions")]
+    assert images == ["reconstructions/epoch_0001.png"]
+    for name, run in ((tracking.VAE_MODEL, vae_run), (tracking.DYNAMICS_MODEL, runs["dynamics"])):
+        versions = client.search_model_versions(f"name='{name}'")
+        assert len(versions) == 1
+        version = versions[0]
+        assert version.run_id == run.info.run_id
+        assert len(version.tags["data_hash"]) == 64
+    latest = client.get_model_version_by_alias(tracking.DYNAMICS_MODEL, "latest")
+    assert str(latest.version) == "1"
+
+
+def test_registered_model_loads_identically_in_a_fresh_process(trained):
+    params = trained.params
+    path = tracking.resolve_model_checkpoint(f"models:/{tracking.DYNAMICS_MODEL}@latest", params)
+    model, _ = ckpt.load_world_model(path, params)
+    stacks = torch.linspace(0, 1, 2 * 4 * 64 * 64).reshape(2, 4, 64, 64)
+    local = model.decode(model.encode(stacks))
+    script = f"""
+import mlflow, numpy as np, torch
+from arcadedreamer import tracking
+from arcadedreamer.config import load_params
+from arcadedreamer.training.checkpoints import load_world_model
+params = load_params({str(trained.params_path)!r})
+path = tracking.resolve_model_checkpoint("models:/{tracking.DYNAMICS_MODEL}@latest", params)
+model, _ = load_world_model(path, params)
+stacks = torch.linspace(0, 1, 2 * 4 * 64 * 64).reshape(2, 4, 64, 64)
+np.save("ours.npy", model.decode(model.encode(stacks)).numpy())
+pyfunc = mlflow.pyfunc.load_model("models:/{tracking.DYNAMICS_MODEL}@latest")
+np.save("pyfunc.npy", pyfunc.predict(stacks.numpy()))
+"""
+    subprocess.run(
+        [sys.executable, "-c", script], cwd=trained.root, check=True, capture_output=True, timeout=300
+    )
+    import numpy as np
+
+    np.testing.assert_array_equal(np.load(trained.root / "ours.npy"), local.numpy())
+    np.testing.assert_array_equal(np.load(trained.root / "pyfunc.npy"), local.numpy())
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(trained, tmp_path):
+    raw = tiny_params_dict(tmp_path, trained.games)
+    raw["data"]["out_dir"] = str(trained.root / "data/collected")
+    raw["vae"]["epochs"] = 2
+    raw["tracking"]["register_models"] = False
+    params = load_params(write_params(tmp_path, raw))
+    train_vae(params, progress=False)
+    straight = ckpt.load_checkpoint(ckpt.checkpoint_path(params, "vae", 2))["model"]
+    # An interrupted run leaves only its epoch-1 checkpoint behind.
+    ckpt.checkpoint_path(params, "vae", 2).unlink()
+    train_vae(params, resume=True, progress=False)
+    resumed = ckpt.load_checkpoint(ckpt.checkpoint_path(params, "vae", 2))["model"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_bad_checkpoints_are_refused_with_one_line(trained, tmp_path):
+    params = trained.params
+    good = ckpt.final_checkpoint_path(params, "dynamics")
+    mismatched = load_params(write_params(tmp_path / "p", {**tiny_params_dict(tmp_path, trained.games),
+                                                            "vae": {"latent_dim": 32}}))  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=r"architecture does not match params.yaml: trained with vae.latent_dim=64 \(params.yaml has 32\)",
+    ):
+        ckpt.load_world_model(good, mismatched)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(UserError, match="corrupt or truncated checkpoint"):
+        ckpt.load_checkpoint(truncated)
+    marker = tmp_path / "pwned"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (shutil.copy, (str(good), str(marker)))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"stage": "vae", "model": RunsCode()}))
+    with pytest.raises(UserError, match="refused: it is not a plain-tensor checkpoint"):
+        ckpt.load_checkpoint(evil)
+    assert not marker.exists(), "loading never runs pickled code"
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(UserError, match="not an ArcadeDreamer checkpoint"):
+        ckpt.load_checkpoint(other)
+    with pytest.raises(UserError, match="is a vae checkpoint, expected a dynamics checkpoint"):
+        ckpt.load_world_model(ckpt.checkpoint_path(params, "vae", 1))
+    with pytest.raises(UserError, match="is a directory"):
+        ckpt.load_checkpoint(tmp_path)
+
+
+def test_cli_train_errors(trained, tmp_path):
+    result = run_cli("train", "--stage", "dynamics", "--vae-checkpoint", str(tmp_path / "none.pt"),
+                     "--params", str(trained.params_path))  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "none.pt: checkpoint not found; train one with `arcadedreamer train --stage vae`" in result.stderr
+    result = run_cli("train", "--stage", "gru", "--params", str(trained.params_path))
+    assert result.returncode == 2 and "unknown stage 'gru'; choose vae or dynamics" in result.stderr
