@@ -33,18 +33,17 @@ mlflow.db: | $(VENV)/.installed
 	$(BIN)/python -c "from arcadedreamer.config import load_params; from arcadedreamer import tracking; tracking.setup(load_params())"
 
 data: install ## Get data/heldout pinned by data.dvc: pull from the DVC remote, else regenerate and verify
-	@if [ -n "$$(dvc remote list)" ]; then \
-		dvc pull data.dvc; \
-	elif dvc status data.dvc | grep -q "up to date"; then \
-		dvc commit -f -q data.dvc && echo "data/heldout matches data.dvc"; \
+	@if [ -n "$$(dvc remote list)" ]; then dvc pull data.dvc; exit $$?; fi; \
+	if [ ! -d data/heldout ]; then arcadedreamer heldout || exit 1; fi; \
+	status=$$(dvc status data.dvc); \
+	if echo "$$status" | grep -q "up to date"; then \
+		echo "data/heldout matches data.dvc"; \
+	elif echo "$$status" | grep -q "modified"; then \
+		echo "error: data/heldout does not match the hash pinned in data.dvc (other heldout/data settings in params.yaml, or other library versions); restore them and run 'rm -rf data/heldout && make data', or pin a new set deliberately with 'dvc add data/heldout'" >&2; \
+		exit 1; \
 	else \
-		arcadedreamer heldout && \
-		if dvc status data.dvc | grep -q "up to date"; then \
-			dvc commit -f -q data.dvc && echo "data/heldout regenerated; bytes match data.dvc, cached"; \
-		else \
-			echo "error: regenerated data/heldout does not match the hash pinned in data.dvc (different params.yaml heldout/data settings or library versions); restore them, or pin the new set with 'dvc add data/heldout' deliberately" >&2; \
-			exit 1; \
-		fi; \
+		dvc commit -f -q data.dvc && git diff --quiet -- data.dvc && \
+		echo "data/heldout regenerated: its bytes match the hash pinned in data.dvc; cached"; \
 	fi
 
 repro: data mlflow.db ## Run the whole pipeline with params.yaml (dvc repro)

@@ -38,6 +38,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
         raise UserError(_describe_os_error(path, exc)) from None
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file is what users expect
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -49,6 +50,12 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

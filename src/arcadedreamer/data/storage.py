@@ -73,6 +73,7 @@ def save_game_data(game_dir: str | Path, arrays: dict[str, np.ndarray], manifest
     except OSError as exc:
         raise UserError(_describe_os_error(game_dir, exc)) from None
     try:
+        os.chmod(tmp_dir, 0o755)  # mkdtemp makes 0700
         file_hashes = {}
         for name in ARRAYS:
             array = np.ascontiguousarray(arrays[name], dtype=DTYPES[name])

@@ -1,0 +1,240 @@
+"""Bad input, interruptions, concurrency and failing disks: one clear line, nothing half-written."""
+
+import errno
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from arcadedreamer import fileio, tracking
+from arcadedreamer.config import load_params
+from arcadedreamer.data import storage
+from arcadedreamer.data.collector import collect_to_disk
+from arcadedreamer.data.storage import load_game_data
+from arcadedreamer.errors import UserError
+from conftest import CLI, run_cli, tiny_params_dict, write_params
+
+GAME = "PongNoFrameskip-v4"
+
+
+def start_cli(*args, cwd=None):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        [*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def wait_for(predicate, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(
+        p.name
+        for p in directory.rglob("*")
+        if p.name.startswith(".") and ("tmp" in p.name or ".old" in p.name)
+    )
+
+
+@pytest.fixture()
+def project(tmp_path):
+    raw = tiny_params_dict(tmp_path, [GAME], frames=400)
+    return tmp_path, write_params(tmp_path, raw)
+
+
+# ---------------------------------------------------------------- params.yaml and CLI input
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file; run from the project root or pass --params PATH"),
+        ("data: [1, 2\n", "not valid YAML at line"),
+        ("vae:\n  latent_dim: many\n", "vae.latent_dim: Input should be a valid integer"),
+        ("vae:\n  size: 3\n", "vae.size: unknown key"),
+        ("data:\n  frames_per_game: -5\n", "data.frames_per_game: Input should be greater than 0"),
+        ("dynamics:\n  scheduled_sampling_prob: -0.1\n", "dynamics.scheduled_sampling_prob: Input should be greater than or equal to 0"),
+        ("data:\n  games: [Tetris-v9]\n", "data.games: unknown game id 'Tetris-v9'"),
+    ],
+)  # fmt: skip
+def test_bad_params_files(tmp_path, content, message):
+    path = tmp_path / "params.yaml"
+    if content is not None:
+        path.write_text(content)
+    result = run_cli("collect", "--params", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--stage", "world"], "unknown stage 'world'"),
+        (["collect", "--game", "Zork-v4"], "unknown game id 'Zork-v4'"),
+        (["dream", "--actions", ""], "--actions is empty"),
+        (["dream", "--actions", "-2"], "'-2' is out of range 0…3"),
+        (["dream", "--actions", "7"], "'7' is out of range 0…3"),
+        (["dream", "--actions", "FLY"], "unknown action 'FLY'"),
+        (["dream", "--actions", "FIRE,"], "empty token at position 2"),
+        (["evaluate", "--model", "missing.pt"], "missing.pt: checkpoint not found"),
+        (["evaluate", "--model", "."], "is a directory; give the path of a .pt checkpoint file"),
+    ],
+)
+def test_bad_cli_input(project, args, message):
+    root, params = project
+    result = run_cli(*args, "--params", str(params), cwd=root)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- interruptions
+def test_sigterm_during_collection_keeps_the_previous_data(project):
+    root, params = project
+    assert run_cli("collect", "--params", str(params)).returncode == 0
+    game_dir = root / "data/collected" / GAME
+    before = json.loads((game_dir / "manifest.json").read_text())["content_hash"]
+    proc = start_cli("collect", "--frames", "2000000", "--params", str(params))
+    assert wait_for(lambda: any(p.name.startswith(".") for p in (root / "data").iterdir()))  # lock taken
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert load_game_data(game_dir).manifest["content_hash"] == before
+    assert leftovers(root / "data/collected") == []
+
+
+def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes(project):
+    root, params = project
+    raw = tiny_params_dict(root, [GAME], frames=1200)
+    raw["vae"]["epochs"] = 4
+    params = write_params(root, raw)
+    assert run_cli("collect", "--params", str(params)).returncode == 0
+    proc = start_cli("train", "--stage", "vae", "--params", str(params))
+    first = root / "checkpoints/vae/vae_epoch_1.pt"
+    assert wait_for(first.exists)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert leftovers(root / "checkpoints") == []
+    from arcadedreamer.training.checkpoints import load_checkpoint
+
+    assert load_checkpoint(first)["epoch"] == 1
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")
+    assert [r.info.status for r in runs] == ["KILLED"]
+    resumed = run_cli("train", "--stage", "vae", "--resume", "--params", str(params))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming VAE training from" in resumed.stdout
+    assert (root / "checkpoints/vae/vae_epoch_4.pt").exists()
+
+
+# ---------------------------------------------------------------- concurrency
+def test_two_collects_of_the_same_game_do_not_corrupt_each_other(project):
+    root, params = project
+    first = start_cli("collect", "--frames", "40000", "--params", str(params))
+    lock = root / "data" / f".collected.{GAME}.lock"
+    assert wait_for(lock.exists)
+    time.sleep(1.5)
+    second = run_cli("collect", "--frames", "300", "--params", str(params))
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 2 and "is already being written by another process" in second.stderr
+    assert len(load_game_data(root / "data/collected" / GAME)) == 40000
+
+
+def _log_many(db: str, worker: int) -> None:
+    params = load_params(
+        write_params(Path(db).parent / f"w{worker}", {"tracking": {"uri": f"sqlite:///{db}"}})
+    )
+    with tracking.stage_run(f"worker{worker}", params):
+        for step in range(40):
+            tracking.log_metrics({"value": float(step)}, step=step)
+
+
+def test_two_stages_logging_to_one_sqlite_store_at_once(tmp_path):
+    db = str(tmp_path / "mlflow.db")
+    tracking.setup(load_params(write_params(tmp_path / "setup", {"tracking": {"uri": f"sqlite:///{db}"}})))
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_log_many, args=(db, i)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+    assert [w.exitcode for w in workers] == [0, 0]
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    for run in runs:
+        assert len(client.get_metric_history(run.info.run_id, "value")) == 40
+
+
+# ---------------------------------------------------------------- failing disks and bad files
+def test_disk_full_while_writing_collected_data(tmp_path, monkeypatch):
+    collect_to_disk([GAME], 100, tmp_path, seed=0, num_envs=1, frame_size=64, hold_min=1, hold_max=2,
+                    max_episode_frames=1000, progress=False)  # fmt: skip
+    good = load_game_data(tmp_path / GAME).manifest["content_hash"]
+    real_save = np.save
+
+    def full_disk(handle, array, allow_pickle=False):
+        if array.dtype == np.float32:  # rewards: after frames and actions were written
+            handle.write(b"\0" * 10)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(handle, array, allow_pickle=allow_pickle)
+
+    monkeypatch.setattr(storage.np, "save", full_disk)
+    with pytest.raises(UserError, match="no space left on device; free some space and run again"):
+        collect_to_disk([GAME], 100, tmp_path, seed=1, num_envs=1, frame_size=64, hold_min=1, hold_max=2,
+                        max_episode_frames=1000, progress=False)  # fmt: skip
+    monkeypatch.undo()
+    assert load_game_data(tmp_path / GAME).manifest["content_hash"] == good
+    assert leftovers(tmp_path) == []
+
+
+def test_disk_full_during_an_atomic_write(tmp_path, monkeypatch):
+    target = tmp_path / "eval.json"
+    fileio.atomic_write_json(target, {"old": 1})
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "fsync", no_space)
+    with pytest.raises(UserError, match="eval.json: no space left on device"):
+        fileio.atomic_write_json(target, {"new": 2})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"old": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]
+
+
+def test_output_under_a_file_or_missing_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot write|does not exist|not a directory"):
+        fileio.atomic_write_text(blocker / "out.json", "{}")
+    with pytest.raises(UserError, match="does not exist; create it or choose another path"):
+        fileio.atomic_write_text(tmp_path / "missing" / "out.json", "{}")
+
+
+def test_truncated_collected_data_says_to_recollect(tmp_path):
+    collect_to_disk([GAME], 50, tmp_path, seed=0, num_envs=1, frame_size=64, hold_min=1, hold_max=2,
+                    max_episode_frames=1000, progress=False)  # fmt: skip
+    actions = tmp_path / GAME / "actions.npy"
+    actions.write_bytes(actions.read_bytes()[:-3])
+    with pytest.raises(UserError, match="re-collect it with `arcadedreamer collect`"):
+        load_game_data(tmp_path / GAME)
+
+
+def test_servers_bind_to_localhost_only():
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "--host 127.0.0.1" in makefile and "0.0.0.0" not in makefile
