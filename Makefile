@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 # The CPU-sized setting of `make quickstart`: one game, more epochs (see README).
 QUICKSTART := -S 'data.games=[BreakoutNoFrameskip-v4]' -S data.frames_per_game=5000 \
-	-S vae.epochs=20 -S dynamics.epochs=30 -S training.batch_size=32 -S training.lr=0.001 \
+	-S vae.epochs=12 -S dynamics.epochs=30 -S training.batch_size=32 -S training.lr=0.001 \
 	-S training.checkpoint_every=5 -S dream.game=BreakoutNoFrameskip-v4
 
 .PHONY: help install data repro quickstart ui dream test lint clean audit

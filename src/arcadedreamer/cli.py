@@ -126,12 +126,16 @@ def train(
         from arcadedreamer.training.vae_trainer import train_vae
 
         summary = train_vae(cfg, resume=resume)
+        if not summary:  # a torchrun worker other than rank 0
+            return
         typer.echo(f"VAE: held-out PSNR {summary['val_psnr']:.2f} dB vs mean frame "
                    f"{summary['val_psnr_mean_frame']:.2f} dB")  # fmt: skip
     else:
         from arcadedreamer.training.dynamics_trainer import train_dynamics
 
         summary = train_dynamics(cfg, vae_checkpoint=vae_checkpoint, resume=resume)
+        if not summary:
+            return
         typer.echo(f"dynamics: open-loop latent MSE {summary['val_loss_open_loop']:.3g} vs "
                    f"copy-last {summary['val_loss_copy_last']:.3g}")  # fmt: skip
 

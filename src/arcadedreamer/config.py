@@ -111,6 +111,7 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(1e-5, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(500, ge=0, description="Linear learning-rate warm-up (optimizer steps).")
     checkpoint_every: int = Field(10, gt=0)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     seed: int = Field(0, ge=0)

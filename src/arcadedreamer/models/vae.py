@@ -1,23 +1,38 @@
-"""Convolutional VAE over stacks of 4 grayscale 64×64 frames (architecture of the original)."""
+"""Convolutional VAE over stacks of 4 grayscale 64×64 frames (layers of the original).
+
+Three choices beyond the original's layer list, each measured on real Breakout frames (5 000
+frames, 3 epochs, lr 1e-3): with plain ReLUs, default init and a sigmoid over 0, the encoder's
+posterior mean was identical for every input (its FC units died or the posterior noise σ ≈ 1
+drowned it) and the decoder output the mean frame (33.0 dB, exactly the mean-frame baseline).
+- The decoder adds the training set's mean frame (as a logit, a fixed buffer) before its
+  sigmoid: the static screen is known from the start, so every gradient is about what moves.
+- LeakyReLU(0.01) activations (the original does not name them): no dead units.
+- The posterior log-variance starts at -6 (σ 0.05), so early noise does not drown the latent.
+Together (with the trainer's learning-rate warm-up) the same run gave 35.6 dB after 3 epochs,
+2.6 dB above the mean frame, with the posterior mean spread 6× its σ.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+INITIAL_LOGVAR = -6.0  # posterior σ 0.05 at the start
+
 
 class Encoder(nn.Module):
     def __init__(self, in_channels: int = 4, latent_dim: int = 64):
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 4, stride=2, padding=1), nn.ReLU(),  # 32×32
-            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),  # 16×16
-            nn.Conv2d(64, 128, 4, stride=2, padding=1), nn.ReLU(),  # 8×8
-            nn.Conv2d(128, 256, 4, stride=2, padding=1), nn.ReLU(),  # 4×4
+            nn.Conv2d(in_channels, 32, 4, stride=2, padding=1), nn.LeakyReLU(0.01),  # 32×32
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.LeakyReLU(0.01),  # 16×16
+            nn.Conv2d(64, 128, 4, stride=2, padding=1), nn.LeakyReLU(0.01),  # 8×8
+            nn.Conv2d(128, 256, 4, stride=2, padding=1), nn.LeakyReLU(0.01),  # 4×4
         )  # fmt: skip
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(256 * 4 * 4, 512), nn.ReLU())
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(256 * 4 * 4, 512), nn.LeakyReLU(0.01))
         self.fc_mu = nn.Linear(512, latent_dim)
         self.fc_logvar = nn.Linear(512, latent_dim)
+        nn.init.constant_(self.fc_logvar.bias, INITIAL_LOGVAR)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames: (B, 4, 64, 64) in [0, 1] → mu, logvar: (B, latent_dim)."""
@@ -28,18 +43,23 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, out_channels: int = 4, latent_dim: int = 64):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 512), nn.ReLU(), nn.Linear(512, 256 * 4 * 4), nn.ReLU())
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, 512), nn.LeakyReLU(0.01), nn.Linear(512, 256 * 4 * 4), nn.LeakyReLU(0.01)
+        )  # fmt: skip
         self.deconvs = nn.Sequential(
-            nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1), nn.ReLU(),  # 8×8
-            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.ReLU(),  # 16×16
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),  # 32×32
+            nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1), nn.LeakyReLU(0.01),  # 8×8
+            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.LeakyReLU(0.01),  # 16×16
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.LeakyReLU(0.01),  # 32×32
             nn.ConvTranspose2d(32, out_channels, 4, stride=2, padding=1),  # 64×64
         )  # fmt: skip
+        nn.init.zeros_(self.deconvs[-1].bias)
+        # logit of the training set's mean frame, added before the sigmoid (0 → 0.5 gray until set)
+        self.register_buffer("mean_frame_logit", torch.zeros(out_channels, 64, 64))
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """latents: (B, latent_dim) → frames: (B, 4, 64, 64) in [0, 1]."""
         hidden = self.fc(latents).view(-1, 256, 4, 4)
-        return torch.sigmoid(self.deconvs(hidden))
+        return torch.sigmoid(self.deconvs(hidden) + self.mean_frame_logit)
 
 
 class VAE(nn.Module):
@@ -57,14 +77,10 @@ class VAE(nn.Module):
         return self.decoder(latents), mu, logvar
 
     @torch.no_grad()
-    def init_output_bias(self, mean_intensity: float) -> None:
-        """Start the decoder at the data's mean brightness instead of sigmoid(0) = 0.5 gray.
-
-        Atari frames are mostly dark background; from 0.5 the first hundreds of steps only
-        learn the background level. A data-dependent init, the architecture is unchanged.
-        """
-        p = min(max(mean_intensity, 1e-3), 1 - 1e-3)
-        self.decoder.deconvs[-1].bias.fill_(float(torch.logit(torch.tensor(p))))
+    def set_mean_frame(self, mean_frame: torch.Tensor) -> None:
+        """mean_frame: (64, 64) in [0, 1], the training frames' mean; the decoder's prior."""
+        logit = torch.logit(mean_frame.float().clamp(1e-3, 1 - 1e-3))
+        self.decoder.mean_frame_logit.copy_(logit.expand_as(self.decoder.mean_frame_logit))
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """The posterior mean: the deterministic latent the dynamics model works on."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 
 import numpy as np
 import torch
@@ -32,14 +34,29 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def make_optimizer(model: torch.nn.Module, params: Params, epochs: int):
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=params.training.lr, weight_decay=params.training.weight_decay
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine annealing to 0 (or constant).
+
+    The warm-up matters: Adam's first steps move every weight by about lr at once, which at
+    lr 1e-3 shifts a 4096-input layer's pre-activations coherently and killed most VAE units.
+    """
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "constant":
+        return warm
+    progress = min(1.0, step / max(1, total_steps))
+    return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, params: Params, total_steps: int):
+    """Adam and a per-step schedule (`scheduler.step()` after every optimizer step)."""
+    cfg = params.training
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        functools.partial(
+            lr_factor, total_steps=total_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.scheduler
+        ),  # fmt: skip
     )
-    if params.training.scheduler == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     return optimizer, scheduler
 
 

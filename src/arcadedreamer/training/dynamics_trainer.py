@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -65,6 +66,10 @@ def train_dynamics(
 ) -> dict:
     configure_threads(params)
     device = resolve_device(params.training.device)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:  # under torchrun: the GRU over latents is small, rank 0 trains it alone
+        print(f"rank {rank}: the dynamics stage trains in one process (rank 0); nothing to do here")
+        return {}
     cfg, train_cfg = params.dynamics, params.training
     vae_path = Path(vae_checkpoint) if vae_checkpoint else ckpt.final_checkpoint_path(params, "vae")
     vae_state = ckpt.load_checkpoint(vae_path, stage="vae")
@@ -97,7 +102,8 @@ def train_dynamics(
 
     torch.manual_seed(train_cfg.seed)
     model = Dynamics(params.vae.latent_dim, cfg.num_actions, cfg.hidden_size).to(device)
-    optimizer, scheduler = make_optimizer(model, params, cfg.epochs)
+    steps_per_epoch = -(-len(train_set) // train_cfg.batch_size)
+    optimizer, scheduler = make_optimizer(model, params, cfg.epochs * steps_per_epoch)
     shuffle_gen = torch.Generator().manual_seed(train_cfg.seed)
     sampling_gen = torch.Generator().manual_seed(train_cfg.seed + 2)
     start_epoch, run_id = 1, None
@@ -130,6 +136,7 @@ def train_dynamics(
                     losses = model.compute_loss(batch_latents, batch_actions, cfg.scheduled_sampling_prob,
                                                 cfg.context, sampling_gen)  # fmt: skip
                 train_step(model, losses, optimizer, train_cfg.grad_clip)
+                scheduler.step()
                 running += losses["loss"].item() * len(batch_latents)
                 sampled += losses["sampled_fraction"].item() * len(batch_latents)
                 seen += len(batch_latents)
@@ -137,7 +144,6 @@ def train_dynamics(
                 bar.set_postfix(loss=f"{running / seen:.4f}")
             bar.close()
             lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
             val = evaluate_dynamics(model, val_set, params, device)
             metrics = {
                 "train_loss": running / seen, "sampled_fraction": sampled / seen,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -30,6 +31,7 @@ from arcadedreamer.training.common import (
     resolve_device,
     train_step,
 )
+from arcadedreamer.training.distributed import Distributed, init_distributed, shutdown, wrap
 
 
 @torch.no_grad()
@@ -75,7 +77,14 @@ def evaluate_vae(
 
 def train_vae(params: Params, resume: bool = False, progress: bool = True) -> dict:
     configure_threads(params)
-    device = resolve_device(params.training.device)
+    dist_info, device = init_distributed(resolve_device(params.training.device))
+    try:
+        return _train_vae(params, resume, progress and dist_info.is_main, dist_info, device)
+    finally:
+        shutdown(dist_info)
+
+
+def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distributed, device) -> dict:
     cfg, train_cfg = params.vae, params.training
     episodes = load_episodes(params.data.out_dir, params.data.games)
     val_mask = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
@@ -90,10 +99,12 @@ def train_vae(params: Params, resume: bool = False, progress: bool = True) -> di
     torch.manual_seed(train_cfg.seed)
     model = VAE(params.data.stack_size, cfg.latent_dim).to(device)
     game_means = mean_frames(episodes, ~val_mask)  # (G, 64, 64): the mean-frame baseline
-    model.init_output_bias(game_means.mean().item())
-    optimizer, scheduler = make_optimizer(model, params, cfg.epochs)
+    train_rows = torch.from_numpy(np.flatnonzero(~val_mask)).to(device)
+    model.set_mean_frame(episodes.frames[train_rows].float().mean(0) / 255.0)
+    steps_per_epoch = -(-len(train_set) // train_cfg.batch_size)
+    optimizer, scheduler = make_optimizer(model, params, cfg.epochs * steps_per_epoch)
     shuffle_gen = torch.Generator().manual_seed(train_cfg.seed)
-    noise_gen = torch.Generator(device=device).manual_seed(train_cfg.seed + 1)
+    noise_gen = torch.Generator(device=device).manual_seed(train_cfg.seed + 1 + 1000 * dist_info.rank)
     start_epoch, run_id = 1, None
     if resume:
         path = ckpt.latest_checkpoint(params, "vae")
@@ -109,32 +120,39 @@ def train_vae(params: Params, resume: bool = False, progress: bool = True) -> di
         shuffle_gen.set_state(state["rng"]["shuffle"])
         noise_gen.set_state(state["rng"]["noise"].to(noise_gen.get_state().device))
         start_epoch, run_id = state["epoch"] + 1, state.get("mlflow_run_id")
-        print(f"resuming VAE training from {path} (epoch {state['epoch']})")
+        if dist_info.is_main:
+            print(f"resuming VAE training from {path} (epoch {state['epoch']})")
 
     preview = gather_stacks(
         episodes.frames, val_set.indices[:: max(1, len(val_set) // 8)][:8].to(device), params.data.stack_size
     )
     dhash = data_hash(episodes)
     metrics: dict[str, float] = {}
-    with tracking.stage_run("vae", params, run_id=run_id) as active_run:
-        tracking.set_tags({"data_hash": dhash})
+    net = wrap(model, dist_info, device)  # DistributedDataParallel under torchrun, else the model
+    summary: dict = {}
+    with dist_info.main_only(tracking.stage_run("vae", params, run_id=run_id)) as active_run:
+        if dist_info.is_main:
+            tracking.set_tags({"data_hash": dhash, "world_size": str(dist_info.world_size)})
         for epoch in range(start_epoch, cfg.epochs + 1):
             model.train()
             running, seen = 0.0, 0
             bar = tqdm(total=len(train_set), desc=f"vae epoch {epoch}/{cfg.epochs}", unit="stack",
                        disable=not progress, mininterval=1.0)  # fmt: skip
-            for batch in train_set.batches(train_cfg.batch_size, shuffle_gen):
-                batch = batch.to(device, non_blocking=True)
+            for global_batch in train_set.batches(train_cfg.batch_size, shuffle_gen):
+                batch = dist_info.shard(global_batch).to(device, non_blocking=True)
                 with autocast(device):
-                    losses = model.compute_loss(batch, cfg.beta, noise_gen)
+                    losses = vae_loss(batch, *net(batch, noise_gen), beta=cfg.beta)
                 train_step(model, losses, optimizer, train_cfg.grad_clip)
+                scheduler.step()
                 running += losses["mse"].item() * len(batch)
                 seen += len(batch)
-                bar.update(len(batch))
+                bar.update(len(global_batch))
                 bar.set_postfix(loss=f"{losses['loss'].item():.2f}", psnr=f"{psnr(running / seen):.1f}")
             bar.close()
+            running, seen = dist_info.sum(running, seen)
             lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+            if not dist_info.is_main:
+                continue
             val = evaluate_vae(model, val_set, episodes.games, game_means, train_cfg.batch_size,
                                cfg.beta, device)  # fmt: skip
             baseline_psnr = val["psnr_mean_frame"]
@@ -164,6 +182,9 @@ def train_vae(params: Params, resume: bool = False, progress: bool = True) -> di
                 grid = comparison_grid(preview[:, -1].cpu(), recon[:, -1].cpu())
                 tracking.log_image(grid, f"reconstructions/epoch_{epoch:04d}.png")
 
+        dist_info.barrier()
+        if not dist_info.is_main:
+            return summary
         final = ckpt.final_checkpoint_path(params, "vae")
         summary = {**{k.replace("/", "_"): v for k, v in metrics.items()}, "epochs": cfg.epochs, "data_hash": dhash,
                    "val_split": "heldout episodes" if val_set is not train_set else "train (one episode per game)"}  # fmt: skip
