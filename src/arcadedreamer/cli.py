@@ -213,8 +213,12 @@ def dream(
 
     cfg = load_params(params)
     game = _game(game or cfg.dream.game)
-    text = actions if actions is not None else ("" if steps else cfg.dream.actions)
-    action_ids = parse_actions(text, game) if text else None
+    if actions is not None:  # given on the command line: must be valid, even when empty
+        action_ids = parse_actions(actions, game)
+    elif cfg.dream.actions and not steps:
+        action_ids = parse_actions(cfg.dream.actions, game)
+    else:
+        action_ids = None  # seeded random actions, `--steps` (or dream.steps) of them
     path = run_dream(
         cfg, game, _resolve_model(model, cfg), action_ids,
         steps=steps or cfg.dream.steps,
@@ -277,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: a `UserError` becomes one line on stderr and its exit code, no traceback."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        app(args=argv, standalone_mode=False, prog_name="arcadedreamer")
+        code = app(args=argv, standalone_mode=False, prog_name="arcadedreamer")
+        # typer turns Ctrl-C / SIGTERM into Exit(130) and, without standalone mode, returns the code
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int):
+            return code
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code

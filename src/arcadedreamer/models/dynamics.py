@@ -50,7 +50,8 @@ class Dynamics(nn.Module):
         latents: (B, T+1, D) true latents; actions: (B, T) actions taken from latents[:, t].
         Step t's input is the true latent for t < context; afterwards, with probability
         `sampling_prob` per (sequence, step), the model's own previous prediction instead.
-        The loss is the MSE between every prediction and the true next latent.
+        The loss is the MSE between every prediction and the true next latent; `loss_after_context`
+        and `loss_copy` score the steps after the context against copying the last real latent.
         """
         batch, steps = actions.shape
         use_prediction = scheduled_sampling_mask(batch, steps, sampling_prob, context, generator)
@@ -64,9 +65,13 @@ class Dynamics(nn.Module):
             predictions.append(previous_prediction)
         predicted = torch.stack(predictions, dim=1)  # (B, T, D)
         targets = latents[:, 1:]
+        # After the context: the model's predictions against copying the last latent it saw for real.
+        after = targets[:, context - 1 :].float()
+        last_seen = latents[:, context - 1 : context].float().expand_as(after)
         return {
             "loss": F.mse_loss(predicted.float(), targets.float()),
-            "loss_copy": F.mse_loss(latents[:, :-1].float(), targets.float()).detach(),
+            "loss_after_context": F.mse_loss(predicted[:, context - 1 :].float(), after).detach(),
+            "loss_copy": F.mse_loss(last_seen, after).detach(),
             "sampled_fraction": use_prediction[:, context:].float().mean()
             if steps > context
             else torch.zeros(()),

@@ -50,7 +50,7 @@ def encode_all(vae: VAE, episodes: Episodes, stack_size: int, device, batch_size
 def evaluate_dynamics(model: Dynamics, sequences: LatentSequences, params: Params, device) -> dict:
     """Open-loop (every step after the context fed its own prediction) and copy-last MSE."""
     model.eval()
-    totals, count = {"loss": 0.0, "loss_copy": 0.0}, 0
+    totals, count = {"loss_after_context": 0.0, "loss_copy": 0.0}, 0
     for latents, actions in sequences.batches(params.training.batch_size):
         with autocast(device):
             losses = model.compute_loss(latents, actions, 1.0, params.dynamics.context)
@@ -58,7 +58,8 @@ def evaluate_dynamics(model: Dynamics, sequences: LatentSequences, params: Param
             totals[key] += losses[key].item() * len(latents)
         count += len(latents)
     model.train()
-    return {k: v / count for k, v in totals.items()} if count else {k: float("nan") for k in totals}
+    scores = {k: v / count for k, v in totals.items()} if count else {k: float("nan") for k in totals}
+    return {"loss": scores["loss_after_context"], "loss_copy": scores["loss_copy"]}
 
 
 def train_dynamics(
