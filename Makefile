@@ -15,7 +15,7 @@ QUICKSTART := -S 'data.games=[BreakoutNoFrameskip-v4]' -S data.frames_per_game=5
 	-S vae.epochs=12 -S dynamics.epochs=30 -S training.batch_size=32 -S training.lr=0.001 \
 	-S training.checkpoint_every=5 -S dream.game=BreakoutNoFrameskip-v4
 
-.PHONY: help install data repro quickstart ui dream test lint clean audit
+.PHONY: help install data repro quickstart ui dream play bench test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -61,12 +61,19 @@ ui: install mlflow.db ## Start the MLflow UI on http://127.0.0.1:5000 (runs, ima
 dream: install ## Dream Breakout from the registry's champion: make dream ACTIONS="1,1,1,2,2,3,3"
 	arcadedreamer dream --game $${GAME:-BreakoutNoFrameskip-v4} $${ACTIONS:+--actions "$$ACTIONS"}
 
+play: install ## Play the real game beside the world model (pygame window; arrows, Space, D, R, Esc)
+	arcadedreamer play --game $${GAME:-BreakoutNoFrameskip-v4}
+
+bench: install ## Run the benchmarks (collection, training, FLOP/s, memory) and write bench/results.md
+	mkdir -p bench
+	$(BIN)/python benchmarks/run_all.py | tee bench/results.md
+
 test: install ## Run the test suite (real ALE, DVC, MLflow, PyTorch on tiny data)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## Check style with ruff
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 audit: install ## Check dependencies for known vulnerabilities (pip-audit, when installable)
 	$(BIN)/python -m pip install -q pip-audit && $(BIN)/pip-audit || echo "pip-audit unavailable or found issues (see above)"
