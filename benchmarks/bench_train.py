@@ -35,6 +35,7 @@ def make_project(root: Path, frames: int, **overrides) -> Path:
     }  # fmt: skip
     for section, values in overrides.items():
         params[section].update(values)
+    root.mkdir(parents=True, exist_ok=True)
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     if not (root / "data" / GAME).exists():
