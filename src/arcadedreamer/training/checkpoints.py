@@ -135,3 +135,31 @@ def load_world_model(path: str | Path, params: Params | None = None) -> tuple[Wo
         check_arch(checkpoint, dynamics_arch(params), path)
         check_arch(checkpoint, vae_arch(params), path, key="vae_arch")
     return world_model_from_checkpoint(checkpoint), checkpoint
+
+
+def restore_training_state(
+    params: Params,
+    stage: str,
+    arch: dict[str, int],
+    model,
+    optimizer,
+    scheduler,
+    generators: dict[str, torch.Generator],
+) -> tuple[int, str | None, Path]:
+    """`--resume`: load the stage's latest checkpoint into the training objects.
+
+    Returns (epoch it ended, its MLflow run id, its path).
+    """
+    path = latest_checkpoint(params, stage)
+    if path is None:
+        raise UserError(
+            f"--resume: no {stage} checkpoint in {stage_dir(params, stage)}; train without --resume"
+        )
+    state = load_checkpoint(path, stage=stage)
+    check_arch(state, arch, path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for name, generator in generators.items():
+        generator.set_state(state["rng"][name].to(generator.get_state().device))
+    return state["epoch"], state.get("mlflow_run_id"), path

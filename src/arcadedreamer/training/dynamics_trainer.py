@@ -109,20 +109,12 @@ def train_dynamics(
     sampling_gen = torch.Generator().manual_seed(train_cfg.seed + 2)
     start_epoch, run_id = 1, None
     if resume:
-        path = ckpt.latest_checkpoint(params, "dynamics")
-        if path is None:
-            raise UserError(
-                f"--resume: no dynamics checkpoint in {ckpt.stage_dir(params, 'dynamics')}; train without --resume"
-            )
-        state = ckpt.load_checkpoint(path, stage="dynamics")
-        ckpt.check_arch(state, ckpt.dynamics_arch(params), path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        shuffle_gen.set_state(state["rng"]["shuffle"])
-        sampling_gen.set_state(state["rng"]["sampling"])
-        start_epoch, run_id = state["epoch"] + 1, state.get("mlflow_run_id")
-        print(f"resuming dynamics training from {path} (epoch {state['epoch']})")
+        epoch, run_id, path = ckpt.restore_training_state(
+            params, "dynamics", ckpt.dynamics_arch(params), model, optimizer, scheduler,
+            {"shuffle": shuffle_gen, "sampling": sampling_gen},
+        )  # fmt: skip
+        start_epoch = epoch + 1
+        print(f"resuming dynamics training from {path} (epoch {epoch})")
 
     dhash = data_hash(episodes)
     metrics: dict[str, float] = {}

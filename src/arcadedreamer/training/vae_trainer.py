@@ -107,21 +107,13 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
     noise_gen = torch.Generator(device=device).manual_seed(train_cfg.seed + 1 + 1000 * dist_info.rank)
     start_epoch, run_id = 1, None
     if resume:
-        path = ckpt.latest_checkpoint(params, "vae")
-        if path is None:
-            raise UserError(
-                f"--resume: no VAE checkpoint in {ckpt.stage_dir(params, 'vae')}; train without --resume"
-            )
-        state = ckpt.load_checkpoint(path, stage="vae")
-        ckpt.check_arch(state, ckpt.vae_arch(params), path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        shuffle_gen.set_state(state["rng"]["shuffle"])
-        noise_gen.set_state(state["rng"]["noise"].to(noise_gen.get_state().device))
-        start_epoch, run_id = state["epoch"] + 1, state.get("mlflow_run_id")
+        epoch, run_id, path = ckpt.restore_training_state(
+            params, "vae", ckpt.vae_arch(params), model, optimizer, scheduler,
+            {"shuffle": shuffle_gen, "noise": noise_gen},
+        )  # fmt: skip
+        start_epoch = epoch + 1
         if dist_info.is_main:
-            print(f"resuming VAE training from {path} (epoch {state['epoch']})")
+            print(f"resuming VAE training from {path} (epoch {epoch})")
 
     preview = gather_stacks(
         episodes.frames, val_set.indices[:: max(1, len(val_set) // 8)][:8].to(device), params.data.stack_size
