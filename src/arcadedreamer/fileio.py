@@ -16,7 +16,7 @@ from pathlib import Path
 from arcadedreamer.errors import UserError
 
 
-def _describe_os_error(path: Path, exc: OSError) -> str:
+def describe_os_error(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return f"{path}: no space left on device; free some space and run again"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -35,7 +35,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise UserError(_describe_os_error(path, exc)) from None
+        raise UserError(describe_os_error(path, exc)) from None
     tmp = Path(tmp_name)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file is what users expect
@@ -46,7 +46,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise UserError(_describe_os_error(path, exc)) from None
+        raise UserError(describe_os_error(path, exc)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

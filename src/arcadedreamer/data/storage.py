@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from arcadedreamer.errors import UserError
-from arcadedreamer.fileio import _describe_os_error, atomic_write_json, sha256_file
+from arcadedreamer.fileio import atomic_write_json, describe_os_error, sha256_file
 
 ARRAYS = ("frames", "actions", "rewards", "episode_ends")
 DTYPES = {"frames": np.uint8, "actions": np.uint8, "rewards": np.float32, "episode_ends": np.bool_}
@@ -71,7 +71,7 @@ def save_game_data(game_dir: str | Path, arrays: dict[str, np.ndarray], manifest
     try:
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{game_dir.name}.", dir=game_dir.parent))
     except OSError as exc:
-        raise UserError(_describe_os_error(game_dir, exc)) from None
+        raise UserError(describe_os_error(game_dir, exc)) from None
     try:
         os.chmod(tmp_dir, 0o755)  # mkdtemp makes 0700
         file_hashes = {}
@@ -94,7 +94,7 @@ def save_game_data(game_dir: str | Path, arrays: dict[str, np.ndarray], manifest
         shutil.rmtree(old_dir, ignore_errors=True)
     except OSError as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise UserError(_describe_os_error(game_dir, exc)) from None
+        raise UserError(describe_os_error(game_dir, exc)) from None
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

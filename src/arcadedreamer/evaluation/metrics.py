@@ -7,15 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from arcadedreamer.training.common import psnr as psnr_from_mse  # one PSNR for the project
+
 
 def mse_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(..., H, W) pairs → (...) mean squared error per frame."""
     return (pred.float() - target.float()).pow(2).mean(dim=(-2, -1))
-
-
-def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
-    """PSNR in dB; identical frames (MSE 0) give +inf."""
-    return math.inf if mse <= 0 else 10.0 * math.log10(peak**2 / mse)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:

@@ -117,8 +117,3 @@ def vae_loss(
         "loss_kl": kl,
         "mse": squared.mean(),
     }
-
-
-def psnr_from_mse(mse: torch.Tensor | float) -> float:
-    mse = float(mse)
-    return float("inf") if mse <= 0 else 10.0 * torch.log10(torch.tensor(1.0 / mse)).item()

@@ -142,12 +142,18 @@ def render_frames(result: Dream, scale: int) -> list[np.ndarray]:
     return images
 
 
-def write_gif(images: list[np.ndarray], path: str | Path, fps: int) -> None:
+def check_gif_path(path: Path) -> Path:
+    """Fail before any work when the GIF could not be written there."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a directory; give a .gif file path with --out")
     if not path.parent.exists():
         raise UserError(f"{path}: directory {path.parent} does not exist; create it or choose another --out")
+    return path
+
+
+def write_gif(images: list[np.ndarray], path: str | Path, fps: int) -> None:
+    path = check_gif_path(path)
     with atomic_open(path, "wb") as handle:
         # GIF stores delays in hundredths of a second
         iio.imwrite(handle, np.stack(images), extension=".gif", duration=10 * round(100 / fps), loop=0)
@@ -161,15 +167,9 @@ def run_dream(params, game: str, checkpoint_path: Path, actions: list[int] | Non
     from arcadedreamer.training.checkpoints import load_world_model
 
     out = Path(out)
-    if out.is_dir():
-        raise UserError(f"{out}: is a directory; give a .gif file path with --out")
-    if not out.parent.exists():
-        if out.parent == Path(params.dream.out_dir):
-            out.parent.mkdir(parents=True, exist_ok=True)
-        else:
-            raise UserError(
-                f"{out}: directory {out.parent} does not exist; create it or choose another --out"
-            )
+    if out.parent == Path(params.dream.out_dir):
+        out.parent.mkdir(parents=True, exist_ok=True)  # the default place; any other must exist
+    check_gif_path(out)
     model, _ = load_world_model(checkpoint_path, params)
     game_dir = Path(params.heldout.out_dir) / game
     if not game_dir.exists():
