@@ -11,6 +11,7 @@ from arcadedreamer.data.collector import collect_game, collect_to_disk
 from arcadedreamer.data.dataset import FrameStacks, gather_stacks, load_episodes, split_episodes
 from arcadedreamer.data.emulator import replay
 from arcadedreamer.data.preprocessing import preprocess_frame, stack_start_indices
+from arcadedreamer.data.resize import AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import load_game_data
 from arcadedreamer.errors import UserError
 
@@ -24,6 +25,29 @@ def test_preprocess_matches_cv2_directly():
     expected = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA)
     assert frame.shape == (64, 64) and frame.dtype == np.uint8
     np.testing.assert_array_equal(frame, expected)
+
+
+@pytest.mark.parametrize("size", [64, 32, 96])
+def test_exact_area_resize_equals_cv2_inter_area_on_random_screens(size):
+    assert exact_area_resize_supported(210, 160, size)
+    screens = np.random.default_rng(size).integers(0, 256, size=(300, 210, 160), dtype=np.uint8)
+    expected = np.stack([cv2.resize(s, (size, size), interpolation=cv2.INTER_AREA) for s in screens])
+    np.testing.assert_array_equal(AreaResizer(210, 160, size)(screens), expected)
+
+
+def test_sizes_with_rounding_ties_are_left_to_cv2():
+    assert not exact_area_resize_supported(210, 160, 84)  # 5/2 x 40/21: even denominator
+    with pytest.raises(ValueError, match="rounding ties"):
+        AreaResizer(210, 160, 84)
+
+
+def test_collection_at_a_size_the_kernel_does_not_serve_still_matches_cv2():
+    arrays, streams = collect_game("PongNoFrameskip-v4", 60, seed=0, **{**SETTINGS, "frame_size": 84})
+    assert arrays["frames"].shape == (60, 84, 84)
+    start, length, seed = streams[0]
+    emulator, frames = replay("PongNoFrameskip-v4", seed, arrays["actions"][start : start + length - 1], 84)
+    emulator.close()
+    np.testing.assert_array_equal(frames, arrays["frames"][start : start + length])
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +76,7 @@ def test_collection_writes_each_default_game_with_a_manifest(collected):
 
 
 def test_collected_frames_equal_cv2_preprocessing_of_the_replayed_rgb(collected):
-    """The vector env's native grayscale+resize gives the same bytes as cv2 on the RGB screen."""
+    """Collection (ALE grayscale + our INTER_AREA kernel) gives the bytes cv2 gives on the RGB screen."""
     root, manifests = collected
     for game, manifest in zip(DEFAULT_GAMES, manifests):
         data = load_game_data(root / game)
