@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,28 +86,26 @@ def bare_dynamics_rate(batch: int, seq_len: int, seconds: float) -> float:
     return rate(step, batch, seconds)
 
 
-def trainer_rate(params_path: Path, stage: str) -> float:
-    """Samples/s of one full epoch of the real trainer (its own printout gives the count)."""
+def trainer_rates(params_path: Path, stage: str) -> dict:
+    """The real trainer: samples/s of its training loop in the last epoch (data gathering,
+    stacking, per-step bookkeeping included; the trainer measures it itself), and of the whole
+    command (loading, MLflow, validation, checkpoints included)."""
     from arcadedreamer.config import load_params
 
     params = load_params(params_path)
+    start = time.perf_counter()
     if stage == "vae":
         from arcadedreamer.training.vae_trainer import train_vae
 
-        start = time.perf_counter()
-        train_vae(params, progress=False)
-        elapsed = time.perf_counter() - start
-        import numpy as np
+        summary = train_vae(params, progress=False)
+        samples, epochs = summary["train_stacks"], params.vae.epochs
+    else:
+        from arcadedreamer.training.dynamics_trainer import train_dynamics
 
-        from arcadedreamer.data.dataset import FrameStacks, load_episodes
-
-        episodes = load_episodes(params.data.out_dir, params.data.games)
-        return len(FrameStacks(episodes, 4, np.ones(len(episodes), bool))) / elapsed
-    from arcadedreamer.training.dynamics_trainer import train_dynamics
-
-    start = time.perf_counter()
-    summary = train_dynamics(params, progress=False)
-    return summary["train_sequences"] / (time.perf_counter() - start)
+        summary = train_dynamics(params, progress=False)
+        samples, epochs = summary["train_sequences"], params.dynamics.epochs
+    whole = samples * epochs / (time.perf_counter() - start)
+    return {"epoch": summary["train_samples_per_s"], "whole": whole}
 
 
 def vae_flops(batch: int) -> float:
@@ -127,57 +127,85 @@ def matmul_peak(seconds: float = 3.0) -> float:
     return rate(lambda: a @ b, 2 * 2048**3, seconds)
 
 
-def peak_rss_mib(params_path: Path) -> float:
-    code = (
-        "import resource, sys; from arcadedreamer.config import load_params;"
-        "from arcadedreamer.training.vae_trainer import train_vae;"
-        f"train_vae(load_params({str(params_path)!r}), progress=False);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def training_peak_rss_mib(
+    params_path: Path, settle_seconds: float = 5.0, limit_seconds: float = 300.0
+) -> float:
+    """Peak RSS (VmHWM) of `arcadedreamer train --stage vae` once its training loop is running.
+
+    Memory does not grow after the first steps (frames are loaded once, batches are fixed
+    size), so the run is stopped `settle_seconds` after its progress bar shows steps: a whole
+    epoch on a large N would take many minutes on a CPU.
+    """
+    command = [sys.executable, "-m", "arcadedreamer", "train", "--stage", "vae", "--params", str(params_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started, deadline = threading.Event(), time.monotonic() + limit_seconds
+
+    def watch() -> None:  # tqdm's bar: "vae epoch 1/1:  3%|...| 384/11996"
+        for chunk in iter(lambda: process.stderr.read(256), ""):
+            if re.search(r"vae epoch \d+/\d+:\s+\d+%.*\| *[1-9]\d*/", chunk):
+                started.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        if not started.wait(limit_seconds):
+            raise RuntimeError(f"VAE training did not start within {limit_seconds:.0f} s")
+        time.sleep(max(0.0, min(settle_seconds, deadline - time.monotonic())))
+        if process.poll() is not None:
+            raise RuntimeError("VAE training ended before its peak memory could be read")
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+    finally:
+        process.terminate()
+        process.wait()
 
 
-def baseline_rss_mib() -> float:
-    code = ("import resource, torch, mlflow, numpy, arcadedreamer.training.vae_trainer;"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def memory_slope(root: Path, small: int, large: int) -> dict:
+    """Peak RSS at two dataset sizes: the slope is the memory each raw frame byte costs, the
+    intercept the fixed overhead (interpreter, torch, MLflow, model, optimizer, batches)."""
+    points = []
+    for frames in (small, large):
+        params = make_project(root / f"mem{frames}", frames, training={"val_fraction": 0.1})
+        raw_mib = frames * 64 * 64 / 2**20
+        points.append((raw_mib, training_peak_rss_mib(params)))
+    (raw1, rss1), (raw2, rss2) = points
+    slope = (rss2 - rss1) / (raw2 - raw1)
+    return {"points": points, "slope": slope, "fixed_mib": rss1 - slope * raw1}
 
 
-def main(frames: int = 6000) -> dict:
+def main(frames: int = 6000, epochs: int = 3) -> dict:
+    """Each bare loop runs before and after its trainer (the mean is the reference): the
+    machine is shared and its speed drifts by ±15% over minutes."""
     sys.path.insert(0, str(Path(__file__).parent))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        params = make_project(root, frames, training={"batch_size": 128})
-        ours = trainer_rate(params, "vae")
-        bare = bare_vae_rate(128, 10.0)
-        results["vae"] = {"trainer": ours, "bare": bare}
-        print(
-            f"VAE training: trainer {ours:,.0f} stacks/s, bare loop {bare:,.0f} ({ours / bare:.2f}x)",
-            flush=True,
+        settings = {"batch_size": 128, "val_fraction": 0.1}
+        params = make_project(
+            root, frames, training=settings, vae={"epochs": epochs}, dynamics={"epochs": epochs}
         )
-        ours = trainer_rate(params, "dynamics")
-        bare = bare_dynamics_rate(128, 32, 10.0)
-        results["dynamics"] = {"trainer": ours, "bare": bare}
-        print(
-            f"dynamics training: trainer {ours:,.0f} seq/s, bare loop {bare:,.0f} ({ours / bare:.2f}x)",
-            flush=True,
-        )
+        for stage, unit, bare_rate in (
+            ("vae", "stacks/s", lambda: bare_vae_rate(128, 8.0)),
+            ("dynamics", "seq/s", lambda: bare_dynamics_rate(128, 32, 8.0)),
+        ):
+            before = bare_rate()
+            ours = trainer_rates(params, stage)
+            bare = (before + bare_rate()) / 2
+            results[stage] = {"trainer": ours["epoch"], "whole": ours["whole"], "bare": bare}
+            print(f"{stage} training: trainer loop {ours['epoch']:,.0f} {unit} (epoch {epochs} of {epochs}), "
+                  f"bare loop {bare:,.0f} ({ours['epoch'] / bare:.2f}x); whole command {ours['whole']:,.0f} "
+                  f"{unit} ({ours['whole'] / bare:.2f}x: start-up, validation, checkpoints)", flush=True)  # fmt: skip
         flops = vae_flops(128)
         achieved = flops * results["vae"]["bare"] / 128
         peak = matmul_peak()
         results["flops"] = {"per_step": flops, "achieved": achieved, "matmul_peak": peak}
         print(f"VAE step: {flops / 1e9:.1f} GFLOP per batch of 128, {achieved / 1e9:.1f} GFLOP/s achieved, "
               f"{achieved / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s an fp32 2048² matmul reaches", flush=True)  # fmt: skip
-        big = make_project(root / "mem", 4 * frames)
-        rss, base = peak_rss_mib(big), baseline_rss_mib()
-        raw = 4 * frames * 64 * 64 / 2**20
-        results["memory"] = {"peak_rss_mib": rss, "import_rss_mib": base, "raw_frames_mib": raw}
-        print(f"memory: VAE training on {4 * frames} frames peaks at {rss:.0f} MiB RSS; imports alone "
-              f"{base:.0f} MiB; frames {raw:.0f} MiB raw → {(rss - base) / raw:.2f}x raw above the fixed "
-              "overhead", flush=True)  # fmt: skip
+        memory = memory_slope(root, 4 * frames, 20 * frames)
+        results["memory"] = memory
+        (raw1, rss1), (raw2, rss2) = memory["points"]
+        print(f"memory: VAE training peaks at {rss1:.0f} MiB RSS on {raw1:.0f} MiB of frames and {rss2:.0f} MiB on "
+              f"{raw2:.0f} MiB → {memory['slope']:.2f} MiB per MiB of frames + {memory['fixed_mib']:.0f} MiB fixed",
+              flush=True)  # fmt: skip
     return results
 
 

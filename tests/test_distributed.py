@@ -26,24 +26,31 @@ def curve(root, metric):
     ]
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(trained, tmp_path):
+def single_and_ddp(trained, tmp_path, stage: str, epochs: int, extra: list[str], training=None) -> dict:
+    """Train `stage` once in one process and once under torchrun with 2 gloo processes, with
+    the same global batch; returns each run's root."""
     roots = {}
     for name in ("single", "ddp"):
         root = tmp_path / name
         raw = tiny_params_dict(root, trained.games)
         raw["data"]["out_dir"] = str(trained.root / "data/collected")
-        raw["vae"]["epochs"] = 3
+        raw[stage]["epochs"] = epochs
         raw["training"]["batch_size"] = 64  # global batch: 2 × 32 under DDP
+        raw["training"].update(training or {})
         raw["tracking"]["register_models"] = False
         roots[name] = (root, write_params(root, raw))
-    single = run(
-        ["-m", "arcadedreamer", "train", "--stage", "vae", "--params", str(roots["single"][1])], tmp_path
-    )
+    command = ["-m", "arcadedreamer", "train", "--stage", stage, *extra]
+    single = run([*command, "--params", str(roots["single"][1])], tmp_path)
     assert single.returncode == 0, single.stderr
-    ddp = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "arcadedreamer",
-               "train", "--stage", "vae", "--params", str(roots["ddp"][1])], tmp_path)  # fmt: skip
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    ddp = run([*torchrun, *command, "--params", str(roots["ddp"][1])], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, two = (curve(roots[n][0], "train_mse") for n in ("single", "ddp"))
+    return {name: root for name, (root, _) in roots.items()}
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(trained, tmp_path):
+    roots = single_and_ddp(trained, tmp_path, "vae", 3, [])
+    one, two = curve(roots["single"], "train_mse"), curve(roots["ddp"], "train_mse")
     assert len(one) == len(two) == 3
     for a, b in zip(one, two):
         assert abs(a - b) / a < 0.1, (one, two)
@@ -52,7 +59,23 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(trained
         "world_size"
     ]
     assert world == "2"
-    v1, v2 = (
-        json.loads((roots[n][0] / "metrics/vae.json").read_text())["val_psnr"] for n in ("single", "ddp")
-    )
+    v1, v2 = (json.loads((roots[n] / "metrics/vae.json").read_text())["val_psnr"] for n in ("single", "ddp"))
     assert abs(v1 - v2) < 1.5, (v1, v2)
+
+
+def test_dynamics_under_two_gloo_processes_follows_the_one_process_curve(trained, tmp_path):
+    from arcadedreamer.training.checkpoints import final_checkpoint_path
+
+    vae = final_checkpoint_path(trained.params, "vae")
+    # ~10 steps an epoch: no warm-up, so the curve moves within the test
+    fast = {"lr": 1e-3, "warmup_steps": 0, "scheduler": "constant"}
+    roots = single_and_ddp(trained, tmp_path, "dynamics", 4, ["--vae-checkpoint", str(vae)], fast)
+    one, two = curve(roots["single"], "train_loss"), curve(roots["ddp"], "train_loss")
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two):
+        assert abs(a - b) / a < 0.15, (one, two)  # scheduled-sampling draws differ per process
+    assert two[-1] < two[0], "the 2-process run learns"
+    tags = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")[0].data.tags
+    assert tags["world_size"] == "2"
+    summaries = [json.loads((roots[n] / "metrics/dynamics.json").read_text()) for n in ("single", "ddp")]
+    assert summaries[0]["train_sequences"] == summaries[1]["train_sequences"]

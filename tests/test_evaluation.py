@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +60,9 @@ def synthetic_episode(length: int = 30) -> GameData:
         frames[t, 10:12, t : t + 2] = 255
     ends = np.zeros(length, dtype=bool)
     ends[-1] = True
-    return GameData("Synthetic", frames, np.zeros(length, np.uint8), np.zeros(length, np.float32), ends, {})
+    return GameData(
+        "Synthetic", frames, np.zeros(length, np.uint8), np.zeros(length, np.float32), ends, {}, Path(".")
+    )
 
 
 def test_copy_last_and_mean_frame_baselines_on_a_synthetic_sequence():

@@ -65,6 +65,7 @@ def project(tmp_path):
         ("data:\n  frames_per_game: -5\n", "data.frames_per_game: Input should be greater than 0"),
         ("dynamics:\n  scheduled_sampling_prob: -0.1\n", "dynamics.scheduled_sampling_prob: Input should be greater than or equal to 0"),
         ("data:\n  games: [Tetris-v9]\n", "data.games: unknown game id 'Tetris-v9'"),
+        ("training:\n  lr_scaling: cubic\n", "training.lr_scaling: Input should be 'none', 'linear' or 'sqrt'"),
     ],
 )  # fmt: skip
 def test_bad_params_files(tmp_path, content, message):

@@ -108,6 +108,33 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(trained, tmp_pa
         assert torch.equal(straight[key], resumed[key]), key
 
 
+def test_compiled_dynamics_training_learns_and_saves_plain_weights(trained, tmp_path):
+    from arcadedreamer.models.dynamics import Dynamics
+    from arcadedreamer.training.dynamics_trainer import train_dynamics
+
+    raw = tiny_params_dict(tmp_path, trained.games)
+    raw["data"]["out_dir"] = str(trained.root / "data/collected")
+    raw["dynamics"]["epochs"] = 2
+    raw["training"]["compile"] = True
+    raw["tracking"]["register_models"] = False
+    params = load_params(write_params(tmp_path, raw))
+    summary = train_dynamics(
+        params, vae_checkpoint=ckpt.final_checkpoint_path(trained.params, "vae"), progress=False
+    )
+    assert 0 < summary["train_loss"] < float("inf")
+    weights = ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "dynamics"))["model"]
+    assert not any(key.startswith("_orig_mod") for key in weights)
+    Dynamics(64, 18, 32).load_state_dict(weights)  # loads into a plain module
+
+
+def test_large_batch_learning_rate_scaling():
+    from arcadedreamer.training.common import scaled_lr
+
+    assert scaled_lr(3e-4, 1024, 128, "none") == 3e-4
+    assert scaled_lr(3e-4, 1024, 128, "linear") == pytest.approx(2.4e-3)
+    assert scaled_lr(3e-4, 1024, 128, "sqrt") == pytest.approx(3e-4 * 8**0.5)
+
+
 def test_bad_checkpoints_are_refused_with_one_line(trained, tmp_path):
     params = trained.params
     good = ckpt.final_checkpoint_path(params, "dynamics")

@@ -106,8 +106,15 @@ class DynamicsConfig(_Section):
 
 
 class TrainingConfig(_Section):
+    """Optimisation. Large batches (GPU): raise batch_size, set lr_scaling (sqrt suits Adam,
+    linear is the classic SGD rule) and keep warmup_steps; the effective lr is logged."""
+
     batch_size: int = Field(128, gt=0)
     lr: float = Field(3e-4, gt=0)
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="Scale lr by batch_size / lr_reference_batch (linear) or its root (sqrt)."
+    )
+    lr_reference_batch: int = Field(128, gt=0, description="The batch size `lr` was tuned for.")
     weight_decay: float = Field(1e-5, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     scheduler: Literal["cosine", "constant"] = "cosine"
@@ -117,6 +124,7 @@ class TrainingConfig(_Section):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default).")
+    compile: bool = Field(False, description="torch.compile the model (slower on CPU: see README).")
     checkpoint_dir: str = "checkpoints"
     metrics_dir: str = "metrics"
 

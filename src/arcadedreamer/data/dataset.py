@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices, to_unit_float
-from arcadedreamer.data.storage import GameData, load_game_data
+from arcadedreamer.data.storage import GameData, load_game_data, read_frames_into
 from arcadedreamer.errors import UserError
 
 
@@ -39,14 +39,20 @@ class Episodes:
 
 
 def load_episodes(root: str | Path, games: list[str], verify: bool = True) -> Episodes:
+    """All games' data in one uint8 frame tensor, read in place (frames are held once)."""
     parts: list[GameData] = []
     for game in games:
         game_dir = Path(root) / game
         if not game_dir.exists():
             raise UserError(f"{game_dir}: no collected data for {game}; run `arcadedreamer collect` first")
-        parts.append(load_game_data(game_dir, verify=verify))
+        parts.append(load_game_data(game_dir, verify=verify, mmap=True))
+    frames = np.empty((sum(len(p) for p in parts), *parts[0].frames.shape[1:]), dtype=np.uint8)
+    offset = 0
+    for part in parts:
+        read_frames_into(part, frames[offset : offset + len(part)])
+        offset += len(part)
     return Episodes(
-        frames=torch.from_numpy(np.concatenate([p.frames for p in parts])),
+        frames=torch.from_numpy(frames),
         actions=torch.from_numpy(np.concatenate([p.actions for p in parts]).astype(np.int64)),
         episode_ends=np.concatenate([p.episode_ends for p in parts]),
         game_index=np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)]),
@@ -111,14 +117,19 @@ class FrameStacks:
             yield gather_stacks(self.frames, order[start : start + batch_size], self.stack_size)
 
 
-def mean_frames(episodes: Episodes, mask: np.ndarray) -> torch.Tensor:
-    """Each game's mean frame over the masked (training) frames: (G, H, W) in [0, 1]."""
-    out = []
-    for game in range(len(episodes.games)):
-        rows = torch.from_numpy(np.flatnonzero(mask & (episodes.game_index == game)))
-        frames = episodes.frames[rows.to(episodes.frames.device)]
-        out.append(frames.float().mean(0).cpu() / 255.0 if len(rows) else torch.zeros(frames.shape[1:]))
-    return torch.stack(out)
+def mean_frames(episodes: Episodes, mask: np.ndarray, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each game's mean frame over the masked (training) frames, (G, H, W) in [0, 1], and
+    each game's frame count (G,). Summed in chunks: a float copy of all frames would take 4x
+    (or 8x) their uint8 size."""
+    sums = torch.zeros(len(episodes.games), *episodes.frames.shape[1:], dtype=torch.float64)
+    rows = np.flatnonzero(mask)
+    for start in range(0, len(rows), chunk):
+        index = rows[start : start + chunk]
+        frames = episodes.frames[torch.from_numpy(index).to(episodes.frames.device)]
+        sums.index_add_(0, torch.from_numpy(episodes.game_index[index]), frames.cpu().double())
+    counts = torch.from_numpy(np.bincount(episodes.game_index[rows], minlength=len(episodes.games)))
+    means = sums / counts.clamp(min=1)[:, None, None] / 255.0
+    return means.float(), counts
 
 
 def sequence_starts(episodes: Episodes, stack_size: int, seq_len: int, mask: np.ndarray) -> np.ndarray:

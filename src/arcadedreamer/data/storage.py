@@ -34,6 +34,7 @@ class GameData:
     rewards: np.ndarray  # (N,) float32
     episode_ends: np.ndarray  # (N,) bool
     manifest: dict
+    directory: Path
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -135,7 +136,26 @@ def load_game_data(game_dir: str | Path, verify: bool = True, mmap: bool = False
     lengths = {len(a) for a in arrays.values()}
     if len(lengths) != 1:
         raise UserError(f"{game_dir}: arrays have different lengths {sorted(lengths)}; {recollect}")
-    return GameData(game=manifest.get("game", game_dir.name), manifest=manifest, **arrays)
+    return GameData(game=manifest.get("game", game_dir.name), manifest=manifest, directory=game_dir, **arrays)
+
+
+def read_frames_into(data: GameData, out: np.ndarray) -> None:
+    """Read a game's frames file straight into `out` (a slice of the training set's one array).
+
+    Why: `np.load` then `np.concatenate` holds every frame twice while loading; reading the
+    payload into place keeps peak memory at one copy of the frames.
+    """
+    path = data.directory / "frames.npy"
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran_order, dtype = read_header(handle)
+        if shape != out.shape or dtype != out.dtype or fortran_order or not out.flags.c_contiguous:
+            raise UserError(f"{path}: holds {dtype} {shape}, expected {out.dtype} {out.shape}; re-collect it")
+        if handle.readinto(memoryview(out).cast("B")) != out.nbytes:
+            raise UserError(f"{path}: shorter than its header says; re-collect it")
 
 
 def game_dir_for(root: str | Path, game: str) -> Path:

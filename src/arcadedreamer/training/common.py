@@ -47,10 +47,17 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def scaled_lr(lr: float, batch_size: int, reference_batch: int, rule: str) -> float:
+    """The learning rate for `batch_size` when `lr` was tuned at `reference_batch`."""
+    ratio = batch_size / reference_batch
+    return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
+
+
 def make_optimizer(model: torch.nn.Module, params: Params, total_steps: int):
     """Adam and a per-step schedule (`scheduler.step()` after every optimizer step)."""
     cfg = params.training
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_reference_batch, cfg.lr_scaling)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         functools.partial(
@@ -58,6 +65,12 @@ def make_optimizer(model: torch.nn.Module, params: Params, total_steps: int):
         ),  # fmt: skip
     )
     return optimizer, scheduler
+
+
+def maybe_compile(module: torch.nn.Module, params: Params) -> torch.nn.Module:
+    """torch.compile when `training.compile` is on; checkpoints keep the uncompiled module's
+    weights (no `_orig_mod.` prefixes) because trainers save `model`, not this wrapper."""
+    return torch.compile(module) if params.training.compile else module
 
 
 def train_step(model, losses: dict[str, torch.Tensor], optimizer, grad_clip: float) -> None:

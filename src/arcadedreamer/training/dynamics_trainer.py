@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from arcadedreamer import tracking
@@ -29,9 +30,11 @@ from arcadedreamer.training.common import (
     autocast,
     configure_threads,
     make_optimizer,
+    maybe_compile,
     resolve_device,
     train_step,
 )
+from arcadedreamer.training.distributed import Distributed, init_distributed, shutdown, wrap
 
 
 @torch.no_grad()
@@ -62,15 +65,41 @@ def evaluate_dynamics(model: Dynamics, sequences: LatentSequences, params: Param
     return {"loss": scores["loss_after_context"], "loss_copy": scores["loss_copy"]}
 
 
+class SequenceLoss(nn.Module):
+    """The scheduled-sampling loss as a module's forward, so DistributedDataParallel can wrap
+    it (DDP synchronises gradients of what runs through `forward`)."""
+
+    def __init__(self, model: Dynamics):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, latents, actions, sampling_prob: float, context: int, generator
+    ) -> dict[str, torch.Tensor]:
+        return self.model.compute_loss(latents, actions, sampling_prob, context, generator)
+
+
 def train_dynamics(
     params: Params, vae_checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True
 ) -> dict:
     configure_threads(params)
-    device = resolve_device(params.training.device)
-    rank = int(os.environ.get("RANK", "0"))
-    if rank != 0:  # under torchrun: the GRU over latents is small, rank 0 trains it alone
-        print(f"rank {rank}: the dynamics stage trains in one process (rank 0); nothing to do here")
-        return {}
+    dist_info, device = init_distributed(resolve_device(params.training.device))
+    try:
+        return _train_dynamics(
+            params, vae_checkpoint, resume, progress and dist_info.is_main, dist_info, device
+        )
+    finally:
+        shutdown(dist_info)
+
+
+def _train_dynamics(
+    params: Params,
+    vae_checkpoint: str | Path | None,
+    resume: bool,
+    progress: bool,
+    dist_info: Distributed,
+    device,
+) -> dict:
     cfg, train_cfg = params.dynamics, params.training
     vae_path = Path(vae_checkpoint) if vae_checkpoint else ckpt.final_checkpoint_path(params, "vae")
     vae_state = ckpt.load_checkpoint(vae_path, stage="vae")
@@ -106,7 +135,7 @@ def train_dynamics(
     steps_per_epoch = -(-len(train_set) // train_cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, params, cfg.epochs * steps_per_epoch)
     shuffle_gen = torch.Generator().manual_seed(train_cfg.seed)
-    sampling_gen = torch.Generator().manual_seed(train_cfg.seed + 2)
+    sampling_gen = torch.Generator().manual_seed(train_cfg.seed + 2 + 1000 * dist_info.rank)
     start_epoch, run_id = 1, None
     if resume:
         epoch, run_id, path = ckpt.restore_training_state(
@@ -114,34 +143,48 @@ def train_dynamics(
             {"shuffle": shuffle_gen, "sampling": sampling_gen},
         )  # fmt: skip
         start_epoch = epoch + 1
-        print(f"resuming dynamics training from {path} (epoch {epoch})")
+        if dist_info.is_main:
+            print(f"resuming dynamics training from {path} (epoch {epoch})")
 
     dhash = data_hash(episodes)
     metrics: dict[str, float] = {}
-    with tracking.stage_run("dynamics", params, run_id=run_id) as active_run:
-        tracking.set_tags({"data_hash": dhash, "vae_checkpoint": str(vae_path)})
+    net = maybe_compile(wrap(SequenceLoss(model), dist_info, device), params)  # DDP under torchrun
+    summary: dict = {}
+    with dist_info.main_only(tracking.stage_run("dynamics", params, run_id=run_id)) as active_run:
+        if dist_info.is_main:
+            tracking.set_tags({"data_hash": dhash, "vae_checkpoint": str(vae_path),
+                               "world_size": str(dist_info.world_size)})  # fmt: skip
         for epoch in range(start_epoch, cfg.epochs + 1):
-            running, seen, sampled = 0.0, 0, 0.0
+            running, seen, sampled, epoch_start = 0.0, 0, 0.0, time.perf_counter()
             bar = tqdm(total=len(train_set), desc=f"dynamics epoch {epoch}/{cfg.epochs}", unit="seq",
                        disable=not progress, mininterval=1.0)  # fmt: skip
-            for batch_latents, batch_actions in train_set.batches(train_cfg.batch_size, shuffle_gen):
+            for global_latents, global_actions in train_set.batches(train_cfg.batch_size, shuffle_gen):
+                batch_latents, batch_actions = (
+                    dist_info.shard(global_latents),
+                    dist_info.shard(global_actions),
+                )
                 with autocast(device):
-                    losses = model.compute_loss(batch_latents, batch_actions, cfg.scheduled_sampling_prob,
-                                                cfg.context, sampling_gen)  # fmt: skip
+                    losses = net(batch_latents, batch_actions, cfg.scheduled_sampling_prob, cfg.context,
+                                 sampling_gen)  # fmt: skip
                 train_step(model, losses, optimizer, train_cfg.grad_clip)
                 scheduler.step()
                 running += losses["loss"].item() * len(batch_latents)
                 sampled += losses["sampled_fraction"].item() * len(batch_latents)
                 seen += len(batch_latents)
-                bar.update(len(batch_latents))
+                bar.update(len(global_latents))
                 bar.set_postfix(loss=f"{running / seen:.4f}")
             bar.close()
+            train_seconds = time.perf_counter() - epoch_start  # the loop alone: no validation
+            running, sampled, seen = dist_info.sum(running, sampled, seen)
+            if not dist_info.is_main:
+                continue
             lr = optimizer.param_groups[0]["lr"]
             val = evaluate_dynamics(model, val_set, params, device)
             metrics = {
                 "train_loss": running / seen, "sampled_fraction": sampled / seen,
                 "val_loss_open_loop": val["loss"], "val_loss_copy_last": val["loss_copy"],
                 "val_gain_over_copy_last": val["loss_copy"] / max(val["loss"], 1e-12), "lr": lr,
+                "train_samples_per_s": seen / train_seconds,
             }  # fmt: skip
             tracking.log_metrics(metrics, step=epoch)
             print(f"dynamics epoch {epoch}: train {metrics['train_loss']:.4f}, open-loop val "
@@ -158,6 +201,9 @@ def train_dynamics(
                     "mlflow_run_id": active_run,
                 })  # fmt: skip
 
+        dist_info.barrier()
+        if not dist_info.is_main:
+            return summary
         final = ckpt.final_checkpoint_path(params, "dynamics")
         summary = {**metrics, "epochs": cfg.epochs, "data_hash": dhash,
                    "train_sequences": len(train_set), "val_sequences": len(val_set)}  # fmt: skip

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -27,6 +27,7 @@ from arcadedreamer.training.common import (
     comparison_grid,
     configure_threads,
     make_optimizer,
+    maybe_compile,
     psnr,
     resolve_device,
     train_step,
@@ -98,9 +99,8 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
 
     torch.manual_seed(train_cfg.seed)
     model = VAE(params.data.stack_size, cfg.latent_dim).to(device)
-    game_means = mean_frames(episodes, ~val_mask)  # (G, 64, 64): the mean-frame baseline
-    train_rows = torch.from_numpy(np.flatnonzero(~val_mask)).to(device)
-    model.set_mean_frame(episodes.frames[train_rows].float().mean(0) / 255.0)
+    game_means, game_counts = mean_frames(episodes, ~val_mask)  # (G, 64, 64): the mean-frame baseline
+    model.set_mean_frame((game_means * game_counts[:, None, None]).sum(0) / game_counts.sum())
     steps_per_epoch = -(-len(train_set) // train_cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, params, cfg.epochs * steps_per_epoch)
     shuffle_gen = torch.Generator().manual_seed(train_cfg.seed)
@@ -120,14 +120,14 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
     )
     dhash = data_hash(episodes)
     metrics: dict[str, float] = {}
-    net = wrap(model, dist_info, device)  # DistributedDataParallel under torchrun, else the model
+    net = maybe_compile(wrap(model, dist_info, device), params)  # DDP under torchrun, else the model
     summary: dict = {}
     with dist_info.main_only(tracking.stage_run("vae", params, run_id=run_id)) as active_run:
         if dist_info.is_main:
             tracking.set_tags({"data_hash": dhash, "world_size": str(dist_info.world_size)})
         for epoch in range(start_epoch, cfg.epochs + 1):
             model.train()
-            running, seen = 0.0, 0
+            running, seen, epoch_start = 0.0, 0, time.perf_counter()
             bar = tqdm(total=len(train_set), desc=f"vae epoch {epoch}/{cfg.epochs}", unit="stack",
                        disable=not progress, mininterval=1.0)  # fmt: skip
             for global_batch in train_set.batches(train_cfg.batch_size, shuffle_gen):
@@ -141,6 +141,7 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
                 bar.update(len(global_batch))
                 bar.set_postfix(loss=f"{losses['loss'].item():.2f}", psnr=f"{psnr(running / seen):.1f}")
             bar.close()
+            train_seconds = time.perf_counter() - epoch_start  # the loop alone: no validation
             running, seen = dist_info.sum(running, seen)
             lr = optimizer.param_groups[0]["lr"]
             if not dist_info.is_main:
@@ -153,6 +154,7 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
                 "val_loss": val["loss"], "val_mse": val["mse"], "val_psnr": val["psnr"],
                 "val_psnr_mean_frame": baseline_psnr,
                 "val_psnr_gain_over_mean_frame": val["psnr"] - baseline_psnr, "lr": lr,
+                "train_samples_per_s": seen / train_seconds,
                 **{f"val_{k}": v for k, v in val.items() if "/" in k},
             }  # fmt: skip
             tracking.log_metrics(metrics, step=epoch)
@@ -179,6 +181,7 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
             return summary
         final = ckpt.final_checkpoint_path(params, "vae")
         summary = {**{k.replace("/", "_"): v for k, v in metrics.items()}, "epochs": cfg.epochs, "data_hash": dhash,
+                   "train_stacks": len(train_set),
                    "val_split": "heldout episodes" if val_set is not train_set else "train (one episode per game)"}  # fmt: skip
         Path(train_cfg.metrics_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(train_cfg.metrics_dir) / "vae.json", summary)
