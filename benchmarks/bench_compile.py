@@ -64,6 +64,9 @@ def measure(factory, compiled: bool, seconds: float) -> tuple[float, float]:
 
 
 def main(seconds: float = 10.0) -> dict:
+    import torch._inductor.config
+
+    torch._inductor.config.force_disable_caches = True  # a cold compile, as a fresh machine pays it
     results = {}
     for name, factory in (("vae", vae_step_factory), ("dynamics", dynamics_step_factory)):
         eager, _ = measure(factory, False, seconds)
