@@ -114,6 +114,26 @@ def test_sigterm_during_collection_keeps_the_previous_data(project):
     assert leftovers(root / "data/collected") == []
 
 
+def test_an_interrupt_a_library_swallowed_still_stops_the_next_step():
+    from arcadedreamer import interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    with interrupts.installed():
+        interrupts.raise_if_requested()  # nothing requested: a no-op
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)  # the handler raises KeyboardInterrupt in here
+        except BaseException:
+            pass  # what e.g. SQLAlchemy's connection clean-up does with it
+        assert interrupts.requested()
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.raise_if_requested()
+    # afterwards the request is forgotten and the previous handler is back
+    assert not interrupts.requested()
+    interrupts.raise_if_requested()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes(project):
     root, params = project
     raw = tiny_params_dict(root, [GAME], frames=1200)

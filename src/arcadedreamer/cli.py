@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +10,7 @@ from typing import Annotated
 import typer
 import yaml
 
+from arcadedreamer import interrupts
 from arcadedreamer.config import DEFAULT_PARAMS, Params, check_game_id, load_params
 from arcadedreamer.errors import UserError
 
@@ -273,17 +273,18 @@ def play(
             typer.echo(f"wrote {summary[key]}")
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: a `UserError` becomes one line on stderr and its exit code, no traceback."""
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    with interrupts.installed():
+        return _run_app(argv)
+
+
+def _run_app(argv: list[str] | None) -> int:
     try:
         code = app(args=argv, standalone_mode=False, prog_name="arcadedreamer")
-        # typer turns Ctrl-C / SIGTERM into Exit(130) and, without standalone mode, returns the code
-        if code == 130:
+        # typer turns Ctrl-C / SIGTERM into Exit(130) and, without standalone mode, returns the code;
+        # a stop request some library swallowed still counts
+        if code == 130 or interrupts.requested():
             raise KeyboardInterrupt
         if isinstance(code, int):
             return code

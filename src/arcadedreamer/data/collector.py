@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from arcadedreamer import interrupts
 from arcadedreamer.data.actions import NUM_ACTIONS
 from arcadedreamer.data.resize import AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import library_versions, save_game_data
@@ -146,6 +147,7 @@ def collect_game(
                 break
             env.send(np.where(keep, actions[np.minimum(starts[env_ids] + rows, total_frames - 1)], 0))
             obs, reward, terminated, truncated, info = env.recv()
+            interrupts.raise_if_requested()
             finished = terminated | truncated
     finally:
         bar.close()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from arcadedreamer import tracking
+from arcadedreamer import interrupts, tracking
 from arcadedreamer.config import Params
 from arcadedreamer.data.dataset import (
     Episodes,
@@ -168,6 +168,7 @@ def _train_dynamics(
                                  sampling_gen)  # fmt: skip
                 train_step(model, losses, optimizer, train_cfg.grad_clip)
                 scheduler.step()
+                interrupts.raise_if_requested()
                 running += losses["loss"].item() * len(batch_latents)
                 sampled += losses["sampled_fraction"].item() * len(batch_latents)
                 seen += len(batch_latents)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from arcadedreamer import tracking
+from arcadedreamer import interrupts, tracking
 from arcadedreamer.config import Params
 from arcadedreamer.data.dataset import (
     FrameStacks,
@@ -136,6 +136,7 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
                     losses = vae_loss(batch, *net(batch, noise_gen), beta=cfg.beta)
                 train_step(model, losses, optimizer, train_cfg.grad_clip)
                 scheduler.step()
+                interrupts.raise_if_requested()
                 running += losses["mse"].item() * len(batch)
                 seen += len(batch)
                 bar.update(len(global_batch))
