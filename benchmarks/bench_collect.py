@@ -62,9 +62,17 @@ def collect_fps(game_id: str, frames: int, cores: int) -> float:
     collect_game(
         game_id, frames, num_envs=data.num_envs, seed=0, frame_size=data.frame_size,
         hold_min=data.action_hold_min, hold_max=data.action_hold_max,
-        max_episode_frames=data.max_episode_frames, num_threads=cores, progress=False,
+        max_episode_frames=data.max_episode_frames, num_workers=cores, progress=False,
     )  # fmt: skip
     return frames / (time.perf_counter() - start)
+
+
+def startup_seconds(game_id: str, cores: int) -> float:
+    """`collect_game` of one frame per emulator: forking the workers and one ROM load per emulator."""
+    from arcadedreamer.config import Params
+
+    num_envs = Params().data.num_envs
+    return num_envs / collect_fps(game_id, num_envs, cores)
 
 
 def gym_cv2_fps(game_id: str, frames: int) -> float:
@@ -92,10 +100,14 @@ def main(frames: int = 50_000, repeats: int = 3) -> list[dict]:
             bare_runs.append(bare_emulator_fps(game, frames, cores))
             collect_runs.append(collect_fps(game, frames, cores))
         bare, ours = statistics.median(bare_runs), statistics.median(collect_runs)
+        startup = statistics.median(startup_seconds(game, cores) for _ in range(repeats))
+        steady = frames / (frames / ours - startup)  # collect's rate once its emulators run
         single = gym_cv2_fps(game, frames // 10)
-        rows.append({"game": game, "bare": bare, "collect": ours, "gym_cv2": single})
+        rows.append({"game": game, "bare": bare, "collect": ours, "steady": steady, "startup": startup,
+                     "gym_cv2": single})  # fmt: skip
         print(f"{game}: collect {ours:,.0f} frames/s, bare emulator ({cores} processes) {bare:,.0f} "
               f"({ours / bare:.2f}x; runs {[round(r) for r in collect_runs]} vs {[round(r) for r in bare_runs]}), "
+              f"start-up {startup:.2f} s, without it {steady:,.0f} ({steady / bare:.2f}x), "
               f"single gymnasium+cv2 loop {single:,.0f} ({ours / single:.2f}x)", flush=True)  # fmt: skip
     return rows
 

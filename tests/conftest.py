@@ -26,7 +26,7 @@ CLI = [sys.executable, "-m", "arcadedreamer"]
 def tiny_params_dict(root: Path, games: list[str], frames: int = 600) -> dict:
     """A CPU-second-sized configuration, every path under `root`."""
     return {
-        "data": {"games": games, "frames_per_game": frames, "num_envs": 2, "num_threads": 1,
+        "data": {"games": games, "frames_per_game": frames, "num_envs": 2, "num_workers": 1,
                  "out_dir": str(root / "data/collected")},
         "heldout": {"episodes_per_game": 2, "frames_per_episode": 60, "out_dir": str(root / "data/heldout")},
         "vae": {"epochs": 1, "latent_dim": 64},
@@ -67,7 +67,7 @@ def trained(tmp_path_factory):
     path = write_params(root, tiny_params_dict(root, games))
     params = load_params(path)
     data, held = params.data, params.heldout
-    common = dict(frame_size=64, hold_min=1, hold_max=8, num_threads=1, progress=False)
+    common = dict(frame_size=64, hold_min=1, hold_max=8, num_workers=1, progress=False)
     collect_to_disk(games, data.frames_per_game, data.out_dir, seed=data.seed, num_envs=data.num_envs,
                     max_episode_frames=data.max_episode_frames, **common)  # fmt: skip
     collect_to_disk(games, held.episodes_per_game * held.frames_per_episode, held.out_dir, seed=held.seed,

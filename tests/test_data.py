@@ -11,11 +11,11 @@ from arcadedreamer.data.collector import collect_game, collect_to_disk
 from arcadedreamer.data.dataset import FrameStacks, gather_stacks, load_episodes, split_episodes
 from arcadedreamer.data.emulator import replay
 from arcadedreamer.data.preprocessing import preprocess_frame, stack_start_indices
-from arcadedreamer.data.resize import AreaResizer, exact_area_resize_supported
+from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import load_game_data
 from arcadedreamer.errors import UserError
 
-SETTINGS = dict(num_envs=2, frame_size=64, hold_min=1, hold_max=8, max_episode_frames=10_000, num_threads=1,
+SETTINGS = dict(num_envs=2, frame_size=64, hold_min=1, hold_max=8, max_episode_frames=10_000, num_workers=1,
                 progress=False)  # fmt: skip
 
 
@@ -33,6 +33,29 @@ def test_exact_area_resize_equals_cv2_inter_area_on_random_screens(size):
     screens = np.random.default_rng(size).integers(0, 256, size=(300, 210, 160), dtype=np.uint8)
     expected = np.stack([cv2.resize(s, (size, size), interpolation=cv2.INTER_AREA) for s in screens])
     np.testing.assert_array_equal(AreaResizer(210, 160, size)(screens), expected)
+
+
+def test_palette_screens_resized_row_by_row_as_they_change_equal_cv2():
+    """Codes + a levels table, and only changed rows recomputed, give cv2's bytes on the gray screen."""
+    rng = np.random.default_rng(0)
+    levels = rng.permutation(256).astype(np.float32)  # code → gray level
+    resizer = AreaResizer(210, 160, 64)
+    screen = rng.integers(0, 256, size=(210, 160), dtype=np.uint8)
+    previous_screen, previous_frame = None, None
+    for _ in range(60):
+        screen = screen.copy()
+        rows = rng.choice(210, size=rng.integers(0, 12), replace=False)  # a few rows change
+        screen[rows] = rng.integers(0, 256, size=(len(rows), 160), dtype=np.uint8)
+        frame = np.full((64, 64), 7, dtype=np.uint8)
+        assert resizer.resize_into(screen, frame, levels, previous_screen, previous_frame)
+        gray = levels[screen].astype(np.uint8)
+        np.testing.assert_array_equal(frame, cv2.resize(gray, (64, 64), interpolation=cv2.INTER_AREA))
+        previous_screen, previous_frame = screen, frame
+    unknown = levels.copy()
+    unknown[screen[100, 50]] = UNKNOWN_LEVEL
+    assert not resizer.resize_into(screen, np.zeros((64, 64), np.uint8), unknown), (
+        "unlearned code is reported"
+    )
 
 
 def test_sizes_with_rounding_ties_are_left_to_cv2():
@@ -86,6 +109,40 @@ def test_collected_frames_equal_cv2_preprocessing_of_the_replayed_rgb(collected)
             np.testing.assert_array_equal(preprocess_frame(emulator.rgb), data.frames[start + t])
             emulator.step(int(data.actions[start + t]))
         emulator.close()
+
+
+def test_every_row_equals_the_replayed_emulator_across_game_overs_and_truncations():
+    """Last frames, reset frames, rewards and episode ends, against gymnasium's AtariEnv."""
+    import ale_py
+    import gymnasium as gym
+
+    game, limit = "BreakoutNoFrameskip-v4", 600  # seed 3: two game overs, two truncations
+    arrays, streams = collect_game(
+        game, 2400, seed=3, **{**SETTINGS, "num_envs": 1, "num_workers": 2, "max_episode_frames": limit}
+    )
+    gym.register_envs(ale_py)
+    env = gym.make(
+        game, full_action_space=True, repeat_action_probability=0.0, max_num_frames_per_episode=limit
+    )
+    start, length, seed = streams[0]
+    assert (start, length) == (0, 2400)
+    rgb, _ = env.reset(seed=seed)
+    outcomes = []
+    for t in range(length):
+        np.testing.assert_array_equal(preprocess_frame(rgb), arrays["frames"][t], err_msg=f"row {t}")
+        if t == length - 1:
+            break
+        if arrays["episode_ends"][t]:
+            rgb, _ = env.reset()
+            continue
+        rgb, reward, terminated, truncated, _ = env.step(int(arrays["actions"][t]))
+        assert arrays["rewards"][t] == reward
+        if t + 1 < length - 1:  # the last row ends its episode because the quota does
+            assert arrays["episode_ends"][t + 1] == (terminated or truncated), f"row {t + 1}"
+        if terminated or truncated:
+            outcomes.append("game over" if terminated else "truncated")
+    env.close()
+    assert {"game over", "truncated"} <= set(outcomes), outcomes
 
 
 def test_same_seed_gives_byte_identical_data_and_another_seed_differs(tmp_path):

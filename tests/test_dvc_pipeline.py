@@ -14,7 +14,7 @@ from conftest import PROJECT_ROOT
 
 STAGES = ["collect", "vae", "dynamics", "evaluate", "dream"]
 TINY = {
-    "data": {"games": ["BreakoutNoFrameskip-v4"], "frames_per_game": 400, "num_envs": 2, "num_threads": 1},
+    "data": {"games": ["BreakoutNoFrameskip-v4"], "frames_per_game": 400, "num_envs": 2, "num_workers": 1},
     "heldout": {"episodes_per_game": 2, "frames_per_episode": 40},
     "vae": {"epochs": 1},
     "dynamics": {"epochs": 1, "seq_len": 8, "context": 2, "hidden_size": 32},

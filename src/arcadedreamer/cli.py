@@ -77,7 +77,7 @@ def collect(
         games, frames or data.frames_per_game, data.out_dir, seed=data.seed,
         num_envs=data.num_envs, frame_size=data.frame_size, hold_min=data.action_hold_min,
         hold_max=data.action_hold_max, max_episode_frames=data.max_episode_frames,
-        num_threads=data.num_threads,
+        num_workers=data.num_workers,
     )  # fmt: skip
     for m in manifests:
         typer.echo(f"{m['game']}: {m['frames']} frames, {m['episodes']} episodes -> "
@@ -95,7 +95,7 @@ def heldout(params: ParamsOption = DEFAULT_PARAMS) -> None:
         data.games, held.episodes_per_game * held.frames_per_episode, held.out_dir,
         seed=held.seed, num_envs=held.episodes_per_game, frame_size=data.frame_size,
         hold_min=data.action_hold_min, hold_max=data.action_hold_max,
-        max_episode_frames=held.frames_per_episode, num_threads=data.num_threads,
+        max_episode_frames=held.frames_per_episode, num_workers=data.num_workers,
     )  # fmt: skip
     for m in manifests:
         typer.echo(f"{m['game']}: {m['episodes']} held-out episodes, {m['frames']} frames "

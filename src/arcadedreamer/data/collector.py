@@ -1,53 +1,52 @@
-"""Real Atari collection with ale-py's native, multi-threaded vector environment.
+"""Real Atari collection: one raw ALE emulator at a time per worker process, one worker per core.
 
 Exploration policy (seeded): each emulator draws a uniformly random action among ALE's 18 and
 holds it for a uniform number of frames in [action_hold_min, action_hold_max]. Held actions
 move paddles and ships across the screen instead of jittering in place, so the data reaches
 varied game states.
 
-The vector env converts to grayscale natively (ALE's palette, byte-identical to cv2's RGB→gray;
-tested) and runs asynchronously: half the emulators step while the other half's screens are
-resized (exact cv2 INTER_AREA, `resize.py`) and stored. Frameskip 1, no sticky actions, no-op
-starts, fire resets, reward clipping or max-pooling.
+Emulators behave as ale-py's vector env with frameskip 1, no sticky actions, no-op starts, fire
+resets, reward clipping or max-pooling, and next-step autoreset (the step after an episode's
+last frame resets and ignores its action). Emulator i is reset with seed `seed + i`, follows
+row i of the action schedule and fills its own block of rows, so the data does not depend on
+how many workers there are or which finishes first.
+
+Why worker processes and not ale-py's AtariVectorEnv: measured on 2 cores (benchmarks/
+bench_collect.py), the vector env's grayscale read-out, copies and batching cost more per frame
+than the emulation leaves room for; here a worker reads ALE's palette indices (~1 us a frame)
+and `resize.AreaResizer` turns them into the frame, recomputing only rows that changed. ALE's
+`act` holds the GIL, so emulators run in processes (forked: the frame arrays are anonymous
+shared memory the workers write into directly).
 """
 
 from __future__ import annotations
 
+import mmap
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from arcadedreamer import interrupts
 from arcadedreamer.data.actions import NUM_ACTIONS
-from arcadedreamer.data.resize import AreaResizer, exact_area_resize_supported
+from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import library_versions, save_game_data
 from arcadedreamer.fileio import exclusive_lock
 
 
 def ale_game_name(game_id: str) -> str:
-    """`SpaceInvadersNoFrameskip-v4` → `space_invaders` (the vector env's ROM name)."""
+    """`SpaceInvadersNoFrameskip-v4` → `space_invaders` (ALE's ROM name)."""
     import ale_py
     import gymnasium as gym
 
     gym.register_envs(ale_py)
     return gym.spec(game_id).kwargs["game"]
-
-
-def make_vector_env(
-    game_id: str, num_envs: int, screen_size: tuple[int, int], num_threads: int, max_episode_frames: int
-):
-    """Asynchronous (half the emulators step while we store the other half's frames)."""
-    from ale_py.vector_env import AtariVectorEnv
-
-    return AtariVectorEnv(
-        ale_game_name(game_id), num_envs, batch_size=max(1, num_envs // 2),
-        num_threads=num_threads, frameskip=1, maxpool=False, noop_max=0,
-        use_fire_reset=False, reward_clipping=False, full_action_space=True,
-        repeat_action_probability=0.0, img_height=screen_size[0], img_width=screen_size[1],
-        stack_num=1, grayscale=True, episodic_life=False,
-        max_num_frames_per_episode=max_episode_frames,
-    )  # fmt: skip
 
 
 class HeldRandomPolicy:
@@ -76,8 +75,8 @@ def frames_per_env(total: int, num_envs: int) -> list[int]:
 def action_schedule(num_envs: int, rows: int, hold_min: int, hold_max: int, seed: int) -> np.ndarray:
     """(num_envs, rows) actions: the policy does not look at frames, so it is drawn up front.
 
-    Drawing it step by step for all emulators at once keeps the data independent of the order
-    in which the asynchronous vector env hands emulators back. The last row leads nowhere (0).
+    Drawn step by step for all emulators at once, as the policy sees them. The last row leads
+    nowhere (0).
     """
     policy = HeldRandomPolicy(num_envs, hold_min, hold_max, seed)
     schedule = np.zeros((num_envs, rows), dtype=np.int64)
@@ -87,6 +86,114 @@ def action_schedule(num_envs: int, rows: int, hold_min: int, hold_max: int, seed
 
 
 SCREEN = (210, 160)  # ALE's screen (height, width)
+PROGRESS_EVERY = 1024  # rows between a worker's progress reports
+
+
+def open_emulator(rom: str, seed: int, max_episode_frames: int = 0):
+    """A raw ALE emulator as the NoFrameskip-v4 ids configure it (no sticky actions).
+
+    With `max_episode_frames`, ALE itself truncates episodes (as ale-py's vector env has it):
+    the step that reaches the limit reports game over without emulating a new frame.
+    """
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    ale = ale_py.ALEInterface()
+    ale.setInt("random_seed", seed)
+    ale.setFloat("repeat_action_probability", 0.0)
+    ale.setInt("max_num_frames_per_episode", max_episode_frames)
+    ale.loadROM(rom)
+    return ale
+
+
+class FrameReader:
+    """One emulator's screens → (size, size) frames, equal to cv2 INTER_AREA of ALE's grayscale.
+
+    Reads palette indices and learns each index's gray level from ALE's own grayscale the first
+    time it appears (a few times per emulator), so frames keep ALE's palette exactly. Sizes the
+    exact kernel does not serve are resized by cv2 from ALE's grayscale (slower, same bytes).
+    """
+
+    def __init__(self, frame_size: int):
+        self.size = frame_size
+        self.resizer = (
+            AreaResizer(*SCREEN, frame_size) if exact_area_resize_supported(*SCREEN, frame_size) else None
+        )
+        self.screens = [np.zeros(SCREEN, dtype=np.uint8) for _ in range(2)]
+        self.gray = np.zeros(SCREEN, dtype=np.uint8)
+        self.levels = np.full(256, UNKNOWN_LEVEL, dtype=np.float32)
+
+    def read(self, ale, frame: np.ndarray, previous_frame: np.ndarray | None) -> None:
+        """Writes the current screen's frame; `previous_frame`: this reader's last frame, if kept."""
+        if self.resizer is None:
+            ale.getScreenGrayscale(self.gray)
+            frame[:] = cv2.resize(self.gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            return
+        self.screens.reverse()  # [this read, the previous one]
+        screen, previous_screen = self.screens
+        ale.getScreen(screen)
+        if previous_frame is None:
+            previous_screen = None
+        if not self.resizer.resize_into(screen, frame, self.levels, previous_screen, previous_frame):
+            ale.getScreenGrayscale(self.gray)
+            self.levels[screen] = self.gray
+            self.resizer.resize_into(screen, frame, self.levels)
+
+
+@dataclass
+class _Shared:
+    """Arrays every worker writes its emulators' rows into (anonymous shared memory)."""
+
+    rom: str
+    frame_size: int
+    max_episode_frames: int
+    actions: np.ndarray  # (N,) int64, the schedule per row
+    frames: np.ndarray  # (N, size, size) uint8
+    arrived_rewards: np.ndarray  # (N,) float32, the reward that came with this row
+    ends: np.ndarray  # (N,) bool, this row is its episode's last frame
+    progress: np.ndarray  # (num_envs,) int64, rows done per emulator
+
+
+def _shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
+    nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+
+_shared: _Shared | None = None  # set in each worker by _start_worker
+
+
+def _start_worker(shared: _Shared) -> None:
+    global _shared
+    _shared = shared
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Pool.terminate() stops workers with SIGTERM
+
+
+def _play_emulator(index: int, start: int, quota: int, seed: int) -> None:
+    """Plays emulator `index` for `quota` rows from row `start` of the shared arrays."""
+    shared = _shared
+    ale = open_emulator(shared.rom, seed, shared.max_episode_frames)
+    action_set = ale.getLegalActionSet()  # all 18, in ALE's canonical order
+    reader = FrameReader(shared.frame_size)
+    frames = shared.frames[start : start + quota]
+    actions = shared.actions[start : start + quota]
+    rewards = shared.arrived_rewards[start : start + quota]
+    ends = shared.ends[start : start + quota]
+    reward, finished = 0, False
+    for row in range(quota):
+        reader.read(ale, frames[row], frames[row - 1] if row else None)
+        rewards[row], ends[row] = reward, finished
+        if row % PROGRESS_EVERY == 0:
+            shared.progress[index] = row
+        if row == quota - 1:
+            break
+        if finished:  # next-step autoreset: the action of an episode's last frame is ignored
+            ale.reset_game()
+            reward, finished = 0, False
+        else:
+            reward = ale.act(action_set[actions[row]])
+            finished = ale.game_over()  # terminated or truncated
+    shared.progress[index] = quota
 
 
 def collect_game(
@@ -99,7 +206,7 @@ def collect_game(
     hold_min: int = 1,
     hold_max: int = 8,
     max_episode_frames: int = 10_000,
-    num_threads: int = 0,
+    num_workers: int = 0,
     progress: bool = True,
 ) -> tuple[dict[str, np.ndarray], list[list[int]]]:
     """Play `total_frames` frames of `game_id`; returns the arrays `storage` writes and streams.
@@ -108,55 +215,45 @@ def collect_game(
     emulator's frames form consecutive episodes; its last (unfinished) episode is cut where its
     quota ends.
     """
+    import ale_py
+
     num_envs = max(1, min(num_envs, total_frames))
     quotas = np.array(frames_per_env(total_frames, num_envs))
     starts = np.concatenate([[0], np.cumsum(quotas)[:-1]])  # each emulator's first row
     schedule = action_schedule(num_envs, int(quotas.max()), hold_min, hold_max, seed)
-    actions = np.concatenate([schedule[i, :quota] for i, quota in enumerate(quotas)])  # per row
-    # Full-size grayscale screens resized by our exact kernel (faster than the env's cv2 path);
-    # sizes the kernel does not serve are resized natively by the env (same bytes either way).
-    resizer = AreaResizer(*SCREEN, frame_size) if exact_area_resize_supported(*SCREEN, frame_size) else None
-    env = make_vector_env(
-        game_id, num_envs, SCREEN if resizer else (frame_size, frame_size), num_threads, max_episode_frames
-    )
-    frames = np.empty((total_frames, frame_size, frame_size), dtype=np.uint8)
-    arrived_rewards = np.zeros(total_frames, dtype=np.float32)  # the reward that came with this row
-    ends = np.zeros(total_frames, dtype=bool)  # this row is its episode's last frame
-    recorded = np.zeros(num_envs, dtype=np.int64)  # rows filled per emulator
-    bar = tqdm(
-        total=total_frames, desc=f"collect {game_id}", unit="frame", disable=not progress, mininterval=0.5
-    )
-    try:
-        obs, info = env.reset(seed=np.arange(seed, seed + num_envs, dtype=np.int64))
-        reward, finished = np.zeros(len(obs), dtype=np.float32), np.zeros(len(obs), dtype=bool)
-        while True:
-            env_ids = info["env_id"]
-            rows = recorded[env_ids]
-            keep = rows < quotas[env_ids]  # emulators past their quota still step (action 0)
-            dest = (starts[env_ids] + rows)[keep]
-            screens = obs[:, 0] if keep.all() else obs[keep, 0]
-            if resizer:
-                resizer.resize_into(screens, frames, dest)
-            else:
-                frames[dest] = screens
-            arrived_rewards[dest] = reward[keep]
-            ends[dest] = finished[keep]
-            recorded[env_ids[keep]] += 1
-            bar.update(len(dest))
-            if (recorded >= quotas).all():
-                break
-            env.send(np.where(keep, actions[np.minimum(starts[env_ids] + rows, total_frames - 1)], 0))
-            obs, reward, terminated, truncated, info = env.recv()
-            interrupts.raise_if_requested()
-            finished = terminated | truncated
-    finally:
-        bar.close()
-        env.close()
+    shared = _Shared(
+        rom=str(ale_py.roms.get_rom_path(ale_game_name(game_id))), frame_size=frame_size,
+        max_episode_frames=max_episode_frames, actions=_shared_array((total_frames,), np.int64),
+        frames=_shared_array((total_frames, frame_size, frame_size), np.uint8),
+        arrived_rewards=_shared_array((total_frames,), np.float32),
+        ends=_shared_array((total_frames,), np.bool_), progress=_shared_array((num_envs,), np.int64),
+    )  # fmt: skip
+    shared.actions[:] = np.concatenate([schedule[i, :quota] for i, quota in enumerate(quotas)])
+    if exact_area_resize_supported(*SCREEN, frame_size):  # compile (or load) the kernel before forking
+        AreaResizer(*SCREEN, frame_size)(np.zeros((1, *SCREEN), dtype=np.uint8))
+    workers = min(num_workers or len(os.sched_getaffinity(0)), num_envs)
+    # fork: workers inherit the shared arrays and the compiled resize kernel (warmed up above)
+    with multiprocessing.get_context("fork").Pool(workers, _start_worker, (shared,)) as pool:
+        pending = [
+            pool.apply_async(_play_emulator, (i, int(starts[i]), int(quotas[i]), seed + i))
+            for i in range(num_envs)
+        ]
+        with tqdm(total=total_frames, desc=f"collect {game_id}", unit="frame", disable=not progress,
+                  mininterval=0.5) as bar:  # fmt: skip
+            while not all(job.ready() for job in pending):
+                time.sleep(0.05)
+                interrupts.raise_if_requested()
+                bar.update(int(shared.progress.sum()) - bar.n)
+            bar.update(total_frames - bar.n)
+        for job in pending:
+            job.get()  # a worker's error surfaces here
+    actions = shared.actions
+    ends = shared.ends.copy()
     ends[starts + quotas - 1] = True  # each emulator's quota cuts its last episode
     # A row that ends an episode leads nowhere: the next step resets and ignores its action.
-    rewards = np.append(arrived_rewards[1:], 0.0).astype(np.float32)
+    rewards = np.append(shared.arrived_rewards[1:], 0.0).astype(np.float32)
     arrays = {
-        "frames": frames,
+        "frames": shared.frames,
         "actions": np.where(ends, 0, actions).astype(np.uint8),
         "rewards": np.where(ends, 0.0, rewards).astype(np.float32),
         "episode_ends": ends,
@@ -177,7 +274,7 @@ def collect_to_disk(
     hold_min: int,
     hold_max: int,
     max_episode_frames: int,
-    num_threads: int = 0,
+    num_workers: int = 0,
     progress: bool = True,
 ) -> list[dict]:
     """Collect each game and write it atomically to `out_root/<game>/`; returns the manifests."""
@@ -190,7 +287,7 @@ def collect_to_disk(
             arrays, streams = collect_game(
                 game, frames_per_game, num_envs=num_envs, seed=seed, frame_size=frame_size,
                 hold_min=hold_min, hold_max=hold_max, max_episode_frames=max_episode_frames,
-                num_threads=num_threads, progress=progress,
+                num_workers=num_workers, progress=progress,
             )  # fmt: skip
             manifest = {
                 "game": game,

@@ -1,7 +1,7 @@
 """Frame preprocessing exactly as the original: RGB → grayscale → 64×64 INTER_AREA → uint8.
 
-Collection gets the same bytes from ale-py's native vector env (ALE's palette grayscale and
-cv::resize with INTER_AREA); tests check the two paths agree byte for byte. Frames are stored
+Collection gets the same bytes from ALE's palette grayscale and the exact INTER_AREA kernel in
+`resize.py`; tests check the two paths agree byte for byte on replayed games. Frames are stored
 as uint8 and become floats in [0, 1] only when a batch is made.
 """
 
