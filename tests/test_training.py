@@ -188,8 +188,10 @@ def test_vae_on_real_breakout_carries_information_and_beats_the_mean_frame(tmp_p
     raw = tiny_params_dict(tmp_path, [game], frames=5000)
     raw["data"]["num_envs"] = 8
     raw["vae"]["epochs"] = 3
-    # warm-up: the default 500 steps, then a constant rate (a 3-epoch cosine would decay it away)
-    raw["training"].update({"lr": 1e-3, "num_threads": 0, "checkpoint_every": 3, "scheduler": "constant"})
+    # A constant rate (a 3-epoch cosine would decay it away) after a 150-step warm-up: the 3 epochs
+    # are ~410 steps, so the default 500-step warm-up would never reach the rate at all
+    raw["training"].update({"lr": 1e-3, "num_threads": 0, "checkpoint_every": 3, "scheduler": "constant",
+                            "warmup_steps": 150})  # fmt: skip
     raw["tracking"]["register_models"] = False
     params = load_params(write_params(tmp_path, raw))
     collect_to_disk([game], 5000, params.data.out_dir, seed=0, num_envs=8, frame_size=64, hold_min=1, hold_max=8,
