@@ -20,13 +20,9 @@ GAMES = ["BreakoutNoFrameskip-v4", "PongNoFrameskip-v4", "SpaceInvadersNoFramesk
 
 
 def _bare_worker(rom: str, seed: int, frames: int) -> None:
-    import ale_py
+    from arcadedreamer.data.collector import open_emulator
 
-    ale = ale_py.ALEInterface()
-    ale.setInt("random_seed", seed)
-    ale.setFloat("repeat_action_probability", 0.0)
-    ale.setLoggerMode(ale_py.LoggerMode.Error)
-    ale.loadROM(rom)
+    ale = open_emulator(rom, seed)  # collect's emulator settings, no episode limit
     actions = ale.getLegalActionSet()
     choice = np.random.default_rng(seed).integers(0, len(actions), size=frames)
     for i in range(frames):
@@ -36,11 +32,9 @@ def _bare_worker(rom: str, seed: int, frames: int) -> None:
 
 
 def bare_emulator_fps(game_id: str, frames: int, cores: int) -> float:
-    import ale_py
+    from arcadedreamer.data.collector import rom_path
 
-    from arcadedreamer.data.collector import ale_game_name
-
-    rom = str(ale_py.roms.get_rom_path(ale_game_name(game_id)))
+    rom = rom_path(game_id)
     per_core = frames // cores
     context = multiprocessing.get_context("fork")
     workers = [context.Process(target=_bare_worker, args=(rom, i, per_core)) for i in range(cores)]

@@ -47,43 +47,15 @@ def make_project(root: Path, frames: int, **overrides) -> Path:
 
 
 def bare_vae_rate(batch: int, seconds: float) -> float:
-    from arcadedreamer.models.vae import VAE
+    from common import rate, vae_training_step
 
-    torch.manual_seed(0)
-    model = VAE()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
-    frames = torch.rand(batch, 4, 64, 64)
-
-    def step():
-        losses = model.compute_loss(frames, 1e-4)
-        opt.zero_grad()
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
-    from common import rate
-
-    return rate(step, batch, seconds)
+    return rate(vae_training_step(batch), batch, seconds)
 
 
 def bare_dynamics_rate(batch: int, seq_len: int, seconds: float) -> float:
-    from arcadedreamer.models.dynamics import Dynamics
+    from common import dynamics_training_step, rate
 
-    torch.manual_seed(0)
-    model = Dynamics()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
-    latents, actions = torch.randn(batch, seq_len + 1, 64), torch.randint(0, 18, (batch, seq_len))
-
-    def step():
-        losses = model.compute_loss(latents, actions, 0.5, 4)
-        opt.zero_grad()
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
-    from common import rate
-
-    return rate(step, batch, seconds)
+    return rate(dynamics_training_step(batch, seq_len), batch, seconds)
 
 
 def trainer_rates(params_path: Path, stage: str) -> dict:

@@ -5,11 +5,12 @@ holds it for a uniform number of frames in [action_hold_min, action_hold_max]. H
 move paddles and ships across the screen instead of jittering in place, so the data reaches
 varied game states.
 
-Emulators behave as ale-py's vector env with frameskip 1, no sticky actions, no-op starts, fire
-resets, reward clipping or max-pooling, and next-step autoreset (the step after an episode's
-last frame resets and ignores its action). Emulator i is reset with seed `seed + i`, follows
-row i of the action schedule and fills its own block of rows, so the data does not depend on
-how many workers there are or which finishes first.
+Emulators behave as gymnasium's `…NoFrameskip-v4` AtariEnv with the full action set: frameskip
+1, no sticky actions, no-op starts, fire resets, reward clipping or max-pooling; the step after
+an episode's last frame resets and ignores its action (tests replay streams through AtariEnv).
+Emulator i is reset with seed `seed + i`, follows row i of the action schedule and fills its own
+block of rows, so the data does not depend on how many workers there are or which finishes
+first.
 
 Why worker processes and not ale-py's AtariVectorEnv: measured on 2 cores (benchmarks/
 bench_collect.py), the vector env's grayscale read-out, copies and batching cost more per frame
@@ -40,13 +41,13 @@ from arcadedreamer.data.storage import library_versions, save_game_data
 from arcadedreamer.fileio import exclusive_lock
 
 
-def ale_game_name(game_id: str) -> str:
-    """`SpaceInvadersNoFrameskip-v4` → `space_invaders` (ALE's ROM name)."""
+def rom_path(game_id: str) -> str:
+    """`SpaceInvadersNoFrameskip-v4` → the ROM inside the ale-py wheel (`…/space_invaders.bin`)."""
     import ale_py
     import gymnasium as gym
 
     gym.register_envs(ale_py)
-    return gym.spec(game_id).kwargs["game"]
+    return str(ale_py.roms.get_rom_path(gym.spec(game_id).kwargs["game"]))
 
 
 class HeldRandomPolicy:
@@ -92,8 +93,8 @@ PROGRESS_EVERY = 1024  # rows between a worker's progress reports
 def open_emulator(rom: str, seed: int, max_episode_frames: int = 0):
     """A raw ALE emulator as the NoFrameskip-v4 ids configure it (no sticky actions).
 
-    With `max_episode_frames`, ALE itself truncates episodes (as ale-py's vector env has it):
-    the step that reaches the limit reports game over without emulating a new frame.
+    With `max_episode_frames`, ALE itself truncates episodes: the step that reaches the limit
+    is emulated and then reports game over (`max_num_frames_per_episode`, as AtariEnv sets it).
     """
     import ale_py
 
@@ -215,14 +216,12 @@ def collect_game(
     emulator's frames form consecutive episodes; its last (unfinished) episode is cut where its
     quota ends.
     """
-    import ale_py
-
     num_envs = max(1, min(num_envs, total_frames))
     quotas = np.array(frames_per_env(total_frames, num_envs))
     starts = np.concatenate([[0], np.cumsum(quotas)[:-1]])  # each emulator's first row
     schedule = action_schedule(num_envs, int(quotas.max()), hold_min, hold_max, seed)
     shared = _Shared(
-        rom=str(ale_py.roms.get_rom_path(ale_game_name(game_id))), frame_size=frame_size,
+        rom=rom_path(game_id), frame_size=frame_size,
         max_episode_frames=max_episode_frames, actions=_shared_array((total_frames,), np.int64),
         frames=_shared_array((total_frames, frame_size, frame_size), np.uint8),
         arrived_rewards=_shared_array((total_frames,), np.float32),
