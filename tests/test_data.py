@@ -112,37 +112,57 @@ def test_collected_frames_equal_cv2_preprocessing_of_the_replayed_rgb(collected)
 
 
 def test_every_row_equals_the_replayed_emulator_across_game_overs_and_truncations():
-    """Last frames, reset frames, rewards and episode ends, against gymnasium's AtariEnv."""
+    """Last frames, reset frames, rewards and episode ends of every emulator, against gymnasium's
+    AtariEnv reset with the emulator's recorded seed (one worker plays the three in turn)."""
     import ale_py
     import gymnasium as gym
 
-    game, limit = "BreakoutNoFrameskip-v4", 600  # seed 3: two game overs, two truncations
+    game, limit = "BreakoutNoFrameskip-v4", 600  # seed 3: game overs and truncations
     arrays, streams = collect_game(
-        game, 2400, seed=3, **{**SETTINGS, "num_envs": 1, "num_workers": 2, "max_episode_frames": limit}
+        game, 3 * 2400, seed=3, **{**SETTINGS, "num_envs": 3, "num_workers": 1, "max_episode_frames": limit}
     )
     gym.register_envs(ale_py)
     env = gym.make(
         game, full_action_space=True, repeat_action_probability=0.0, max_num_frames_per_episode=limit
     )
-    start, length, seed = streams[0]
-    assert (start, length) == (0, 2400)
-    rgb, _ = env.reset(seed=seed)
+    assert [stream[:2] for stream in streams] == [[0, 2400], [2400, 2400], [4800, 2400]]
     outcomes = []
-    for t in range(length):
-        np.testing.assert_array_equal(preprocess_frame(rgb), arrays["frames"][t], err_msg=f"row {t}")
-        if t == length - 1:
-            break
-        if arrays["episode_ends"][t]:
-            rgb, _ = env.reset()
-            continue
-        rgb, reward, terminated, truncated, _ = env.step(int(arrays["actions"][t]))
-        assert arrays["rewards"][t] == reward
-        if t + 1 < length - 1:  # the last row ends its episode because the quota does
-            assert arrays["episode_ends"][t + 1] == (terminated or truncated), f"row {t + 1}"
-        if terminated or truncated:
-            outcomes.append("game over" if terminated else "truncated")
+    for start, length, seed in streams:
+        rgb, _ = env.reset(seed=seed)
+        for t in range(start, start + length):
+            np.testing.assert_array_equal(preprocess_frame(rgb), arrays["frames"][t], err_msg=f"row {t}")
+            if t == start + length - 1:
+                break
+            if arrays["episode_ends"][t]:
+                rgb, _ = env.reset()
+                continue
+            rgb, reward, terminated, truncated, _ = env.step(int(arrays["actions"][t]))
+            assert arrays["rewards"][t] == reward
+            if t + 1 < start + length - 1:  # the last row ends its episode because the quota does
+                assert arrays["episode_ends"][t + 1] == (terminated or truncated), f"row {t + 1}"
+            if terminated or truncated:
+                outcomes.append("game over" if terminated else "truncated")
     env.close()
     assert {"game over", "truncated"} <= set(outcomes), outcomes
+
+
+@pytest.mark.parametrize("game", DEFAULT_GAMES)
+def test_the_ale_seed_changes_nothing_with_sticky_actions_off(game):
+    """Why collection may fork every emulator from one loaded emulator (collector's docstring)."""
+    from arcadedreamer.data.collector import open_emulator, rom_path
+
+    first, other = (open_emulator(rom_path(game), seed, max_episode_frames=300) for seed in (0, 12345))
+    action_set = first.getLegalActionSet()
+    episode_ends = 0
+    for action in np.random.default_rng(0).integers(0, 18, size=1500):
+        assert first.act(action_set[action]) == other.act(action_set[action])
+        np.testing.assert_array_equal(first.getScreen(), other.getScreen())
+        np.testing.assert_array_equal(first.getRAM(), other.getRAM())
+        assert first.game_over() == other.game_over()
+        if first.game_over():
+            first.reset_game(), other.reset_game()
+            episode_ends += 1
+    assert episode_ends >= 4, "resets are compared too"
 
 
 def test_same_seed_gives_byte_identical_data_and_another_seed_differs(tmp_path):

@@ -47,8 +47,10 @@ class DataConfig(_Section):
     frame_size: int = Field(64, gt=0)
     stack_size: int = Field(4, gt=0)
     seed: int = Field(0, ge=0)
-    num_envs: int = Field(8, gt=0, description="Emulators per game (emulator i is reset with seed + i).")
-    num_workers: int = Field(0, ge=0, description="Emulator worker processes (0: one per core).")
+    num_envs: int = Field(8, gt=0, description="Emulators per game (emulator i replays as gymnasium reset with seed + i).")
+    num_workers: int = Field(
+        0, ge=0, description="Emulators played at once, each in its own process (0: one per core)."
+    )
     action_hold_min: int = Field(1, gt=0, description="Exploration: a random action is held ...")
     action_hold_max: int = Field(8, gt=0, description="... for a uniform number of frames.")
     max_episode_frames: int = Field(10_000, gt=0, description="Truncate longer episodes.")

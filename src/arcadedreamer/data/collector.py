@@ -1,4 +1,4 @@
-"""Real Atari collection: one raw ALE emulator at a time per worker process, one worker per core.
+"""Real Atari collection: raw ALE emulators, each in its own forked process, one per core at a time.
 
 Exploration policy (seeded): each emulator draws a uniformly random action among ALE's 18 and
 holds it for a uniform number of frames in [action_hold_min, action_hold_max]. Held actions
@@ -8,25 +8,32 @@ varied game states.
 Emulators behave as gymnasium's `…NoFrameskip-v4` AtariEnv with the full action set: frameskip
 1, no sticky actions, no-op starts, fire resets, reward clipping or max-pooling; the step after
 an episode's last frame resets and ignores its action (tests replay streams through AtariEnv).
-Emulator i is reset with seed `seed + i`, follows row i of the action schedule and fills its own
-block of rows, so the data does not depend on how many workers there are or which finishes
-first.
+Emulator i follows row i of the action schedule and fills its own block of rows, so the data
+does not depend on how many workers there are or which finishes first. Its stream is the one
+gymnasium gives when reset with seed `seed + i` (the manifest records it for replay).
+
+Why every emulator is a fork of one loaded emulator: loading a ROM costs ~106 ms (ALE builds a
+64K-entry colour-averaging palette each time), a sixth of collecting a default game on 2 cores
+when done once per emulator. With sticky actions off, ALE's `random_seed` feeds nothing: it
+seeds only the sticky-action draws, and the console's own randomness (RAM, timers) has a fixed
+seed. So an emulator loaded with any seed is, bit for bit, the emulator every seed loads
+(tests check streams of different seeds are identical), and a forked copy of it is too.
 
 Why worker processes and not ale-py's AtariVectorEnv: measured on 2 cores (benchmarks/
 bench_collect.py), the vector env's grayscale read-out, copies and batching cost more per frame
 than the emulation leaves room for; here a worker reads ALE's palette indices (~1 us a frame)
 and `resize.AreaResizer` turns them into the frame, recomputing only rows that changed. ALE's
 `act` holds the GIL, so emulators run in processes (forked: the frame arrays are anonymous
-shared memory the workers write into directly).
+shared memory the processes write into directly).
 """
 
 from __future__ import annotations
 
 import mmap
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,11 +150,10 @@ class FrameReader:
 
 @dataclass
 class _Shared:
-    """Arrays every worker writes its emulators' rows into (anonymous shared memory)."""
+    """What each emulator's process inherits; the arrays are anonymous shared memory it writes into."""
 
-    rom: str
+    emulator: object  # the loaded ALEInterface each emulator's process inherits
     frame_size: int
-    max_episode_frames: int
     actions: np.ndarray  # (N,) int64, the schedule per row
     frames: np.ndarray  # (N, size, size) uint8
     arrived_rewards: np.ndarray  # (N,) float32, the reward that came with this row
@@ -160,26 +166,33 @@ def _shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
-_shared: _Shared | None = None  # set in each worker by _start_worker
-
-
-def _start_worker(shared: _Shared) -> None:
-    global _shared
-    _shared = shared
+def _leave_interrupts_to_the_parent() -> None:
+    """In a forked helper: the parent's handlers would raise KeyboardInterrupt here too."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Pool.terminate() stops workers with SIGTERM
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops helpers with SIGTERM
 
 
-def _play_emulator(index: int, start: int, quota: int, seed: int) -> None:
-    """Plays emulator `index` for `quota` rows from row `start` of the shared arrays."""
-    shared = _shared
-    ale = open_emulator(shared.rom, seed, shared.max_episode_frames)
+def _draw_schedule(actions: np.ndarray, quotas: np.ndarray, hold_min: int, hold_max: int, seed: int) -> None:
+    """Writes each emulator's row of the action schedule into its block of the shared `actions`."""
+    _leave_interrupts_to_the_parent()
+    schedule = action_schedule(len(quotas), int(quotas.max()), hold_min, hold_max, seed)
+    actions[:] = np.concatenate([schedule[i, :quota] for i, quota in enumerate(quotas)])
+
+
+def _play_emulator(shared: _Shared, index: int, start: int, quota: int) -> None:
+    """Plays emulator `index` for `quota` rows from row `start` of the shared arrays.
+
+    Runs in a process forked for this emulator alone, so the inherited emulator is as loaded.
+    """
+    _leave_interrupts_to_the_parent()
+    ale = shared.emulator
     action_set = ale.getLegalActionSet()  # all 18, in ALE's canonical order
     reader = FrameReader(shared.frame_size)
     frames = shared.frames[start : start + quota]
     actions = shared.actions[start : start + quota]
     rewards = shared.arrived_rewards[start : start + quota]
     ends = shared.ends[start : start + quota]
+    frames.fill(0)  # faults the block's pages in one sweep: +3% frames/s over faulting them frame by frame
     reward, finished = 0, False
     for row in range(quota):
         reader.read(ale, frames[row], frames[row - 1] if row else None)
@@ -197,6 +210,39 @@ def _play_emulator(index: int, start: int, quota: int, seed: int) -> None:
     shared.progress[index] = quota
 
 
+def _run_emulators(shared: _Shared, starts: np.ndarray, quotas: np.ndarray, workers: int, on_poll) -> None:
+    """Plays every emulator in its own forked process, `workers` at a time.
+
+    Processes are forked here, in the main thread, so no other thread's lock is copied held.
+    """
+    context = multiprocessing.get_context("fork")
+    waiting, running = list(range(len(quotas))), {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                index = waiting.pop(0)
+                running[index] = context.Process(
+                    target=_play_emulator, args=(shared, index, int(starts[index]), int(quotas[index]))
+                )
+                running[index].start()
+            multiprocessing.connection.wait([process.sentinel for process in running.values()], timeout=0.05)
+            interrupts.raise_if_requested()
+            on_poll()
+            for index, process in list(running.items()):
+                if process.exitcode is None:
+                    continue
+                if process.exitcode != 0:
+                    raise RuntimeError(
+                        f"the process playing emulator {index} failed (exit code {process.exitcode})"
+                    )
+                del running[index]
+    finally:
+        for process in running.values():  # interrupted or failed: stop the others
+            process.terminate()
+        for process in running.values():
+            process.join()
+
+
 def collect_game(
     game_id: str,
     total_frames: int,
@@ -212,40 +258,43 @@ def collect_game(
 ) -> tuple[dict[str, np.ndarray], list[list[int]]]:
     """Play `total_frames` frames of `game_id`; returns the arrays `storage` writes and streams.
 
-    Emulator i is reset with seed `seed + i` and follows row i of the action schedule. Each
-    emulator's frames form consecutive episodes; its last (unfinished) episode is cut where its
-    quota ends.
+    Emulator i follows row i of the action schedule; its stream is gymnasium's when reset with
+    seed `seed + i` (see the module docstring). Each emulator's frames form consecutive
+    episodes; its last (unfinished) episode is cut where its quota ends.
     """
     num_envs = max(1, min(num_envs, total_frames))
     quotas = np.array(frames_per_env(total_frames, num_envs))
     starts = np.concatenate([[0], np.cumsum(quotas)[:-1]])  # each emulator's first row
-    schedule = action_schedule(num_envs, int(quotas.max()), hold_min, hold_max, seed)
     shared = _Shared(
-        rom=rom_path(game_id), frame_size=frame_size,
-        max_episode_frames=max_episode_frames, actions=_shared_array((total_frames,), np.int64),
+        emulator=None, frame_size=frame_size, actions=_shared_array((total_frames,), np.int64),
         frames=_shared_array((total_frames, frame_size, frame_size), np.uint8),
         arrived_rewards=_shared_array((total_frames,), np.float32),
         ends=_shared_array((total_frames,), np.bool_), progress=_shared_array((num_envs,), np.int64),
     )  # fmt: skip
-    shared.actions[:] = np.concatenate([schedule[i, :quota] for i, quota in enumerate(quotas)])
-    if exact_area_resize_supported(*SCREEN, frame_size):  # compile (or load) the kernel before forking
-        AreaResizer(*SCREEN, frame_size)(np.zeros((1, *SCREEN), dtype=np.uint8))
+    context = multiprocessing.get_context("fork")
+    # Drawing the schedule and loading the ROM take ~0.1 s each on one core: done side by side.
+    drawer = context.Process(
+        target=_draw_schedule, args=(shared.actions, quotas, hold_min, hold_max, seed), daemon=True
+    )
+    drawer.start()
+    try:
+        shared.emulator = open_emulator(rom_path(game_id), seed, max_episode_frames)
+        if exact_area_resize_supported(*SCREEN, frame_size):  # compile (or load) the kernel before forking
+            AreaResizer(*SCREEN, frame_size)(np.zeros((1, *SCREEN), dtype=np.uint8))
+        drawer.join()
+    finally:
+        if drawer.is_alive():  # interrupted
+            drawer.terminate()
+            drawer.join()
+    if drawer.exitcode != 0:
+        raise RuntimeError(f"drawing the action schedule failed (exit code {drawer.exitcode})")
     workers = min(num_workers or len(os.sched_getaffinity(0)), num_envs)
-    # fork: workers inherit the shared arrays and the compiled resize kernel (warmed up above)
-    with multiprocessing.get_context("fork").Pool(workers, _start_worker, (shared,)) as pool:
-        pending = [
-            pool.apply_async(_play_emulator, (i, int(starts[i]), int(quotas[i]), seed + i))
-            for i in range(num_envs)
-        ]
-        with tqdm(total=total_frames, desc=f"collect {game_id}", unit="frame", disable=not progress,
-                  mininterval=0.5) as bar:  # fmt: skip
-            while not all(job.ready() for job in pending):
-                time.sleep(0.05)
-                interrupts.raise_if_requested()
-                bar.update(int(shared.progress.sum()) - bar.n)
-            bar.update(total_frames - bar.n)
-        for job in pending:
-            job.get()  # a worker's error surfaces here
+    with tqdm(total=total_frames, desc=f"collect {game_id}", unit="frame", disable=not progress,
+              mininterval=0.5) as bar:  # fmt: skip
+        _run_emulators(
+            shared, starts, quotas, workers, on_poll=lambda: bar.update(int(shared.progress.sum()) - bar.n)
+        )
+        bar.update(total_frames - bar.n)
     actions = shared.actions
     ends = shared.ends.copy()
     ends[starts + quotas - 1] = True  # each emulator's quota cuts its last episode
@@ -257,7 +306,7 @@ def collect_game(
         "rewards": np.where(ends, 0.0, rewards).astype(np.float32),
         "episode_ends": ends,
     }
-    # Where each emulator's frames start, and the seed it was reset with: enough to replay it.
+    # Where each emulator's frames start, and a reset seed that replays it in gymnasium.
     streams = [[int(start), int(q), int(seed + i)] for i, (start, q) in enumerate(zip(starts, quotas))]
     return arrays, streams
 
