@@ -62,7 +62,8 @@ def collect_fps(game_id: str, frames: int, cores: int) -> float:
 
 
 def startup_seconds(game_id: str, cores: int) -> float:
-    """`collect_game` of one frame per emulator: forking the workers and one ROM load per emulator."""
+    """`collect_game` of one frame per emulator: the ROM load (the schedule drawn beside it) and
+    one forked process per emulator."""
     from arcadedreamer.config import Params
 
     num_envs = Params().data.num_envs
@@ -83,7 +84,7 @@ def gym_cv2_fps(game_id: str, frames: int) -> float:
     return frames / (time.perf_counter() - start)
 
 
-def main(frames: int = 50_000, repeats: int = 3) -> list[dict]:
+def main(frames: int = 50_000, repeats: int = 5) -> list[dict]:
     """`frames`: the default frames per game, so start-up weighs as much as in a real `collect`."""
     cores = os.cpu_count() or 1
     collect_fps(GAMES[0], 200, cores)  # compiles (or loads the cached) resize kernel
