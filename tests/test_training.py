@@ -127,6 +127,36 @@ def test_compiled_dynamics_training_learns_and_saves_plain_weights(trained, tmp_
     Dynamics(64, 18, 32).load_state_dict(weights)  # loads into a plain module
 
 
+def test_precision_bf16_runs_both_models_under_bf16_autocast_with_fp32_gradients():
+    """`training.precision: bf16` forces the GPU's autocast path on the CPU, so it is exercised
+    without a GPU (one small step: bf16 is ~20x slower than fp32 on this CPU); `auto` stays fp32."""
+    import torch
+
+    from arcadedreamer.models.dynamics import Dynamics
+    from arcadedreamer.models.vae import VAE, vae_loss
+    from arcadedreamer.training.common import autocast
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    vae, dynamics = VAE(4, 64), Dynamics(64, 18, 32)
+    frames = torch.rand(4, 4, 64, 64)
+    latents, actions = torch.randn(4, 9, 64), torch.randint(0, 18, (4, 8))  # (B, T+1, D), (B, T)
+    with autocast(cpu, "auto"):
+        assert vae.encoder(frames)[0].dtype == torch.float32, "auto: fp32 on the CPU"
+    with autocast(cpu, "bf16"):
+        recon, mu, logvar = vae(frames, torch.Generator().manual_seed(0))
+        vae_losses = vae_loss(frames, recon, mu, logvar, beta=1e-4)
+        dynamics_losses = dynamics.compute_loss(latents, actions, 0.5, 4)
+    assert mu.dtype == torch.bfloat16, "the encoder ran in bf16"
+    for losses, model in ((vae_losses, vae), (dynamics_losses, dynamics)):
+        assert losses["loss"].dtype == torch.float32 and torch.isfinite(losses["loss"])
+        losses["loss"].backward()
+        for name, parameter in model.named_parameters():
+            assert parameter.dtype == parameter.grad.dtype == torch.float32, name
+            assert torch.isfinite(parameter.grad).all(), name
+        assert any(parameter.grad.abs().sum() > 0 for parameter in model.parameters())
+
+
 def test_large_batch_learning_rate_scaling():
     from arcadedreamer.training.common import scaled_lr
 

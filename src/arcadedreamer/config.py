@@ -47,7 +47,9 @@ class DataConfig(_Section):
     frame_size: int = Field(64, gt=0)
     stack_size: int = Field(4, gt=0)
     seed: int = Field(0, ge=0)
-    num_envs: int = Field(8, gt=0, description="Emulators per game (emulator i replays as gymnasium reset with seed + i).")
+    num_envs: int = Field(
+        8, gt=0, description="Emulators per game (emulator i replays as gymnasium reset with seed + i)."
+    )
     num_workers: int = Field(
         0, ge=0, description="Emulators played at once, each in its own process (0: one per core)."
     )
@@ -127,6 +129,9 @@ class TrainingConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default).")
     compile: bool = Field(False, description="torch.compile the model (slower on CPU: see README).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16 autocast: auto = on the GPU only; fp32 = never; bf16 = also on the CPU."
+    )
     checkpoint_dir: str = "checkpoints"
     metrics_dir: str = "metrics"
 

@@ -38,13 +38,15 @@ from arcadedreamer.training.distributed import Distributed, init_distributed, sh
 
 
 @torch.no_grad()
-def encode_all(vae: VAE, episodes: Episodes, stack_size: int, device, batch_size: int = 512) -> torch.Tensor:
+def encode_all(
+    vae: VAE, episodes: Episodes, stack_size: int, device, precision: str, batch_size: int = 512
+) -> torch.Tensor:
     """The posterior mean of every valid stack, at the index of its last frame: (N, D)."""
     latents = torch.zeros(len(episodes), vae.latent_dim, device=device)
     valid = torch.from_numpy(stack_start_indices(episodes.episode_ends, stack_size)).to(device)
     for start in range(0, len(valid), batch_size):
         index = valid[start : start + batch_size]
-        with autocast(device):
+        with autocast(device, precision):
             latents[index] = vae.encode(gather_stacks(episodes.frames, index, stack_size)).float()
     return latents
 
@@ -55,7 +57,7 @@ def evaluate_dynamics(model: Dynamics, sequences: LatentSequences, params: Param
     model.eval()
     totals, count = {"loss_after_context": 0.0, "loss_copy": 0.0}, 0
     for latents, actions in sequences.batches(params.training.batch_size):
-        with autocast(device):
+        with autocast(device, params.training.precision):
             losses = model.compute_loss(latents, actions, 1.0, params.dynamics.context)
         for key in totals:
             totals[key] += losses[key].item() * len(latents)
@@ -109,7 +111,7 @@ def _train_dynamics(
     episodes = load_episodes(params.data.out_dir, params.data.games)
     val_mask = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
     episodes.frames = episodes.frames.to(device)
-    latents = encode_all(vae, episodes, params.data.stack_size, device)
+    latents = encode_all(vae, episodes, params.data.stack_size, device, train_cfg.precision)
     actions = episodes.actions.to(device)
     train_set = LatentSequences(
         latents,
@@ -163,7 +165,7 @@ def _train_dynamics(
                     dist_info.shard(global_latents),
                     dist_info.shard(global_actions),
                 )
-                with autocast(device):
+                with autocast(device, train_cfg.precision):
                     losses = net(batch_latents, batch_actions, cfg.scheduled_sampling_prob, cfg.context,
                                  sampling_gen)  # fmt: skip
                 train_step(model, losses, optimizer, train_cfg.grad_clip)

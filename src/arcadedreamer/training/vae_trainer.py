@@ -44,6 +44,7 @@ def evaluate_vae(
     batch_size: int,
     beta: float,
     device,
+    precision: str,
 ) -> dict:
     """Deterministic scores (decoding the posterior mean) over a split, overall and per game,
     beside each game's training mean frame used as a predictor (what a collapsed VAE scores)."""
@@ -55,7 +56,7 @@ def evaluate_vae(
     for start, batch in zip(range(0, len(stacks), batch_size), stacks.batches(batch_size)):
         batch = batch.to(device)
         ids = game_ids[start : start + len(batch)]
-        with autocast(device):
+        with autocast(device, precision):
             mu, logvar = model.encoder(batch)
             recon = model.decoder(mu)
         loss_sum += vae_loss(batch, recon, mu.float(), logvar.float(), beta)["loss"].item() * len(batch)
@@ -132,7 +133,7 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
                        disable=not progress, mininterval=1.0)  # fmt: skip
             for global_batch in train_set.batches(train_cfg.batch_size, shuffle_gen):
                 batch = dist_info.shard(global_batch).to(device, non_blocking=True)
-                with autocast(device):
+                with autocast(device, train_cfg.precision):
                     losses = vae_loss(batch, *net(batch, noise_gen), beta=cfg.beta)
                 train_step(model, losses, optimizer, train_cfg.grad_clip)
                 scheduler.step()
@@ -148,7 +149,7 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
             if not dist_info.is_main:
                 continue
             val = evaluate_vae(model, val_set, episodes.games, game_means, train_cfg.batch_size,
-                               cfg.beta, device)  # fmt: skip
+                               cfg.beta, device, train_cfg.precision)  # fmt: skip
             baseline_psnr = val["psnr_mean_frame"]
             metrics = {
                 "train_mse": running / max(seen, 1), "train_psnr": psnr(running / max(seen, 1)),
