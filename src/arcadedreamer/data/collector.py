@@ -114,19 +114,28 @@ def open_emulator(rom: str, seed: int, max_episode_frames: int = 0):
     return ale
 
 
+def make_resizer(frame_size: int) -> AreaResizer | None:
+    """The exact kernel for SCREEN → frame_size, compiled (or loaded from numba's cache) now, so
+    processes forked afterwards inherit it ready; None where only cv2 gives the exact bytes."""
+    if not exact_area_resize_supported(*SCREEN, frame_size):
+        return None
+    resizer = AreaResizer(*SCREEN, frame_size)
+    resizer(np.zeros((1, *SCREEN), dtype=np.uint8))
+    return resizer
+
+
 class FrameReader:
     """One emulator's screens → (size, size) frames, equal to cv2 INTER_AREA of ALE's grayscale.
 
     Reads palette indices and learns each index's gray level from ALE's own grayscale the first
-    time it appears (a few times per emulator), so frames keep ALE's palette exactly. Sizes the
-    exact kernel does not serve are resized by cv2 from ALE's grayscale (slower, same bytes).
+    time it appears (a few times per emulator), so frames keep ALE's palette exactly. Without a
+    resizer (sizes the exact kernel does not serve: `make_resizer`), cv2 resizes ALE's grayscale
+    (slower, same bytes).
     """
 
-    def __init__(self, frame_size: int):
+    def __init__(self, frame_size: int, resizer: AreaResizer | None):
         self.size = frame_size
-        self.resizer = (
-            AreaResizer(*SCREEN, frame_size) if exact_area_resize_supported(*SCREEN, frame_size) else None
-        )
+        self.resizer = resizer
         self.screens = [np.zeros(SCREEN, dtype=np.uint8) for _ in range(2)]
         self.gray = np.zeros(SCREEN, dtype=np.uint8)
         self.levels = np.full(256, UNKNOWN_LEVEL, dtype=np.float32)
@@ -153,6 +162,7 @@ class _Shared:
     """What each emulator's process inherits; the arrays are anonymous shared memory it writes into."""
 
     emulator: object  # the loaded ALEInterface each emulator's process inherits
+    resizer: AreaResizer | None  # from make_resizer
     frame_size: int
     actions: np.ndarray  # (N,) int64, the schedule per row
     frames: np.ndarray  # (N, size, size) uint8
@@ -187,7 +197,7 @@ def _play_emulator(shared: _Shared, index: int, start: int, quota: int) -> None:
     _leave_interrupts_to_the_parent()
     ale = shared.emulator
     action_set = ale.getLegalActionSet()  # all 18, in ALE's canonical order
-    reader = FrameReader(shared.frame_size)
+    reader = FrameReader(shared.frame_size, shared.resizer)
     frames = shared.frames[start : start + quota]
     actions = shared.actions[start : start + quota]
     rewards = shared.arrived_rewards[start : start + quota]
@@ -266,7 +276,7 @@ def collect_game(
     quotas = np.array(frames_per_env(total_frames, num_envs))
     starts = np.concatenate([[0], np.cumsum(quotas)[:-1]])  # each emulator's first row
     shared = _Shared(
-        emulator=None, frame_size=frame_size, actions=_shared_array((total_frames,), np.int64),
+        emulator=None, resizer=None, frame_size=frame_size, actions=_shared_array((total_frames,), np.int64),
         frames=_shared_array((total_frames, frame_size, frame_size), np.uint8),
         arrived_rewards=_shared_array((total_frames,), np.float32),
         ends=_shared_array((total_frames,), np.bool_), progress=_shared_array((num_envs,), np.int64),
@@ -279,8 +289,7 @@ def collect_game(
     drawer.start()
     try:
         shared.emulator = open_emulator(rom_path(game_id), seed, max_episode_frames)
-        if exact_area_resize_supported(*SCREEN, frame_size):  # compile (or load) the kernel before forking
-            AreaResizer(*SCREEN, frame_size)(np.zeros((1, *SCREEN), dtype=np.uint8))
+        shared.resizer = make_resizer(frame_size)
         drawer.join()
     finally:
         if drawer.is_alive():  # interrupted
