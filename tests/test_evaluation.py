@@ -61,7 +61,14 @@ def synthetic_episode(length: int = 30) -> GameData:
     ends = np.zeros(length, dtype=bool)
     ends[-1] = True
     return GameData(
-        "Synthetic", frames, np.zeros(length, np.uint8), np.zeros(length, np.float32), ends, {}, Path(".")
+        "Synthetic",
+        frames,
+        np.zeros(length, np.uint8),
+        np.zeros(length, np.float32),
+        ends,
+        np.zeros((length, 128), np.uint8),
+        {},
+        Path("."),
     )
 
 

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from arcadedreamer import interrupts
 from arcadedreamer.data.actions import NUM_ACTIONS
+from arcadedreamer.data.objects import RAM_SIZE
 from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import library_versions, save_game_data
 from arcadedreamer.fileio import exclusive_lock
@@ -166,6 +167,7 @@ class _Shared:
     frame_size: int
     actions: np.ndarray  # (N,) int64, the schedule per row
     frames: np.ndarray  # (N, size, size) uint8
+    ram: np.ndarray  # (N, 128) uint8, the console's RAM as each frame was shown
     arrived_rewards: np.ndarray  # (N,) float32, the reward that came with this row
     ends: np.ndarray  # (N,) bool, this row is its episode's last frame
     progress: np.ndarray  # (num_envs,) int64, rows done per emulator
@@ -199,6 +201,7 @@ def _play_emulator(shared: _Shared, index: int, start: int, quota: int) -> None:
     action_set = ale.getLegalActionSet()  # all 18, in ALE's canonical order
     reader = FrameReader(shared.frame_size, shared.resizer)
     frames = shared.frames[start : start + quota]
+    rams = shared.ram[start : start + quota]
     actions = shared.actions[start : start + quota]
     rewards = shared.arrived_rewards[start : start + quota]
     ends = shared.ends[start : start + quota]
@@ -206,6 +209,7 @@ def _play_emulator(shared: _Shared, index: int, start: int, quota: int) -> None:
     reward, finished = 0, False
     for row in range(quota):
         reader.read(ale, frames[row], frames[row - 1] if row else None)
+        ale.getRAM(rams[row])
         rewards[row], ends[row] = reward, finished
         if row % PROGRESS_EVERY == 0:
             shared.progress[index] = row
@@ -278,6 +282,7 @@ def collect_game(
     shared = _Shared(
         emulator=None, resizer=None, frame_size=frame_size, actions=_shared_array((total_frames,), np.int64),
         frames=_shared_array((total_frames, frame_size, frame_size), np.uint8),
+        ram=_shared_array((total_frames, RAM_SIZE), np.uint8),
         arrived_rewards=_shared_array((total_frames,), np.float32),
         ends=_shared_array((total_frames,), np.bool_), progress=_shared_array((num_envs,), np.int64),
     )  # fmt: skip
@@ -314,6 +319,7 @@ def collect_game(
         "actions": np.where(ends, 0, actions).astype(np.uint8),
         "rewards": np.where(ends, 0.0, rewards).astype(np.float32),
         "episode_ends": ends,
+        "ram": shared.ram,
     }
     # Where each emulator's frames start, and a reset seed that replays it in gymnasium.
     streams = [[int(start), int(q), int(seed + i)] for i, (start, q) in enumerate(zip(starts, quotas))]

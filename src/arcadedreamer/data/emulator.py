@@ -32,6 +32,10 @@ class Emulator:
         self.score += float(reward)
         return preprocess_frame(self.rgb, self.frame_size), float(reward), terminated or truncated
 
+    def ram(self) -> np.ndarray:
+        """(128,) uint8: the console's RAM as the current frame was shown."""
+        return self.env.unwrapped.ale.getRAM()
+
     def close(self) -> None:
         self.env.close()
 

@@ -1,7 +1,8 @@
 """One game's collected frames on disk: four .npy arrays and a JSON manifest.
 
 Layout of `<root>/<game>/`: `frames.npy` (N, 64, 64) uint8, `actions.npy` (N,) uint8 full-action
-ids, `rewards.npy` (N,) float32, `episode_ends.npy` (N,) bool, `manifest.json`. Row t holds frame
+ids, `rewards.npy` (N,) float32, `episode_ends.npy` (N,) bool, `ram.npy` (N, 128) uint8 (the
+console's RAM as frame t was shown: where the objects are), `manifest.json`. Row t holds frame
 t, the action taken from it and the reward that action earned; where `episode_ends[t]` is set,
 frame t is the last of its episode and its action and reward are 0 (no transition leaves it).
 The manifest's content hash covers every array, so a truncated or edited file is detected.
@@ -22,8 +23,14 @@ import numpy as np
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_write_json, describe_os_error, sha256_file
 
-ARRAYS = ("frames", "actions", "rewards", "episode_ends")
-DTYPES = {"frames": np.uint8, "actions": np.uint8, "rewards": np.float32, "episode_ends": np.bool_}
+ARRAYS = ("frames", "actions", "rewards", "episode_ends", "ram")
+DTYPES = {
+    "frames": np.uint8,
+    "actions": np.uint8,
+    "rewards": np.float32,
+    "episode_ends": np.bool_,
+    "ram": np.uint8,
+}
 
 
 @dataclass
@@ -33,6 +40,7 @@ class GameData:
     actions: np.ndarray  # (N,) uint8, ALE full-action ids
     rewards: np.ndarray  # (N,) float32
     episode_ends: np.ndarray  # (N,) bool
+    ram: np.ndarray  # (N, 128) uint8: the console's RAM as frame t was shown (object positions)
     manifest: dict
     directory: Path
 

@@ -56,7 +56,7 @@ class PlaySession:
 
     def __post_init__(self) -> None:
         self.emulator = Emulator(self.game, self.frame_size)
-        self.recorded = {"frames": [], "actions": [], "rewards": [], "episode_ends": []}
+        self.recorded = {"frames": [], "actions": [], "rewards": [], "episode_ends": [], "ram": []}
         self.reset(seed=0)
 
     def reset(self, seed: int | None = None) -> None:
@@ -73,6 +73,7 @@ class PlaySession:
         self.recorded["actions"].append(0)
         self.recorded["rewards"].append(0.0)
         self.recorded["episode_ends"].append(False)
+        self.recorded["ram"].append(self.emulator.ram())
 
     def _latest_latent(self) -> torch.Tensor:
         history = self.frames[-self.stack_size :]

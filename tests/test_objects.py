@@ -1,0 +1,212 @@
+"""RAM object maps against the rendered screen, and the object scores on synthetic frames."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from arcadedreamer.data.objects import GAMES, ObjectBoxes, box_coverage, object_boxes
+from arcadedreamer.data.preprocessing import preprocess_frame
+from arcadedreamer.evaluation.objects import (
+    PLAYER_READABLE,
+    ball_hits,
+    false_balls,
+    object_scores,
+    object_truth,
+    player_positions,
+)
+
+# colour of each game's ball (or shot) and player on the RGB screen, and how to serve
+BALL_RGB = {"BreakoutNoFrameskip-v4": (200, 72, 72), "PongNoFrameskip-v4": (236, 236, 236),
+            "SpaceInvadersNoFrameskip-v4": (142, 142, 142)}  # fmt: skip
+PLAYER_RGB = {"BreakoutNoFrameskip-v4": (200, 72, 72), "PongNoFrameskip-v4": (92, 186, 92),
+              "SpaceInvadersNoFrameskip-v4": (50, 132, 50)}  # fmt: skip
+
+
+def play(game: str, steps: int = 800, seed: int = 3):
+    """Real ALE: RGB screens and RAM of a held random policy that fires often (serves)."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    env = gym.make(game, full_action_space=True, repeat_action_probability=0.0)
+    rng = np.random.default_rng(seed)
+    screen, _ = env.reset(seed=seed)
+    screens, rams, action = [screen], [env.unwrapped.ale.getRAM().copy()], 0
+    for t in range(steps):
+        if t % 6 == 0:
+            action = 1 if rng.random() < 0.3 else int(rng.integers(18))
+        screen, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            screen, _ = env.reset(seed=seed + t)
+        screens.append(screen)
+        rams.append(env.unwrapped.ale.getRAM().copy())
+    env.close()
+    return np.stack(screens), np.stack(rams)
+
+
+@pytest.fixture(scope="module", params=list(GAMES))
+def played(request):
+    game = request.param
+    screens, rams = play(game)
+    return game, screens, rams, object_boxes(game, rams)
+
+
+def _pixels(screen, rgb, region):
+    x0, y0, x1, y1 = region
+    mask = np.zeros(screen.shape[:2], dtype=bool)
+    mask[y0:y1, x0:x1] = np.all(screen[y0:y1, x0:x1] == rgb, axis=-1)
+    return mask
+
+
+def test_the_ram_ball_box_holds_the_ball_drawn_on_screen(played):
+    """Where the RAM puts a ball over the open court, every ball-coloured pixel of the court
+    lies in its box; where it puts none, the court has none."""
+    game, screens, _, boxes = played
+    spec = GAMES[game]
+    agree = checked = 0
+    for screen, box in zip(screens, boxes.ball):
+        if game == "SpaceInvadersNoFrameskip-v4":  # shots share their colour with the aliens' shots
+            if np.isnan(box).any():
+                continue
+            x = int(box[0])
+            region = (x, spec.open_court[1], x + 1, spec.open_court[3])
+        else:
+            region = spec.open_court
+        drawn = _pixels(screen, BALL_RGB[game], region)
+        if np.isnan(box).any():
+            agree += not drawn.any()
+        else:
+            x, y, w, h = box.astype(int)
+            inside = region[0] <= x and region[1] <= y and x + w <= region[2] and y + h <= region[3]
+            if not inside:
+                continue
+            in_box = drawn[y : y + h, x : x + w].sum()
+            agree += drawn.any() and in_box == drawn.sum()
+        checked += 1
+    assert checked >= 150, f"only {checked} frames to check"
+    assert agree / checked >= 0.97, f"{game}: RAM and screen agree on {agree} of {checked} frames"
+
+
+def test_the_ram_player_box_holds_the_player_drawn_on_screen(played):
+    game, screens, _, boxes = played
+    spec = GAMES[game]
+    agree = shown = 0
+    for screen, box, ball in zip(screens, boxes.player, boxes.ball):
+        drawn = _pixels(screen, PLAYER_RGB[game], spec.player_track)
+        if not drawn.any():  # between lives, or blinking
+            continue
+        if PLAYER_RGB[game] == BALL_RGB[game] and ball[1] + ball[3] > spec.player_track[1]:
+            continue  # Breakout: the ball (same colour) is in the paddle's rows
+        x, y, w, h = box.astype(int)
+        agree += drawn[y : y + h, x : x + w].sum() == drawn.sum()
+        shown += 1
+    assert shown >= 0.7 * len(screens)
+    assert agree / shown >= 0.97, f"{game}: player in its box on {agree} of {shown} frames"
+
+
+def test_the_ball_box_maps_onto_the_frame_pixels_the_ball_changes(played):
+    """Erasing the ball from the screen changes exactly the frame pixels its box covers."""
+    game, screens, _, boxes = played
+    spec = GAMES[game]
+    court_rgb = screens[0][spec.open_court[1] + 1, spec.open_court[0] + 1] if spec.court_level else (0, 0, 0)
+    checked = 0
+    for screen, box in zip(screens, boxes.ball):
+        if np.isnan(box).any():
+            continue
+        x, y, w, h = box.astype(int)
+        ball = np.zeros(screen.shape[:2], dtype=bool)
+        ball[y : y + h, x : x + w] = np.all(screen[y : y + h, x : x + w] == BALL_RGB[game], axis=-1)
+        if ball.sum() < 8:
+            continue  # partly hidden
+        erased = screen.copy()
+        erased[ball] = court_rgb
+        changed = preprocess_frame(screen) != preprocess_frame(erased)
+        assert changed.any()
+        assert not (changed & (box_coverage(box, 64) == 0)).any(), f"{game}: a change outside the mapped box"
+        checked += 1
+    assert checked >= 100
+
+
+def test_the_player_read_from_true_frames_matches_the_ram(played):
+    game, screens, _, boxes = played
+    spec = GAMES[game]
+    frames = np.stack([preprocess_frame(s) for s in screens]).astype(np.float32) / 255
+    truth = object_truth(frames, boxes, spec)
+    assert np.isfinite(truth.player).mean() >= 0.8, "most frames show the player where the RAM says"
+    read = player_positions(frames, spec)
+    ok = np.isfinite(truth.player)
+    assert np.abs(read[ok] - truth.player[ok]).mean() < 0.6
+
+
+# --- the scores on synthetic frames ------------------------------------------------------------
+
+BREAKOUT = GAMES["BreakoutNoFrameskip-v4"]
+
+
+def synthetic(ball_xy=(70, 140), paddle_x=60):
+    """One 64×64 Breakout-like frame drawn from screen boxes: a ball and a paddle on black."""
+    ball = np.array([[*ball_xy, 2, 4]], dtype=float)
+    player = np.array([[paddle_x, 189, 16, 4]], dtype=float)
+    frame = 0.43 * box_coverage(ball[0], 64) + 0.43 * box_coverage(player[0], 64)
+    return frame[None].astype(np.float32), ObjectBoxes(ball=ball, player=player)
+
+
+def scores(pred, truth):
+    return object_scores(
+        pred, truth, BREAKOUT, tolerance=2, visibility=0.5, typical_mass=float(truth.mass[0])
+    )
+
+
+def test_a_ball_at_the_right_place_scores_recall_one_and_no_false_ball():
+    frame, boxes = synthetic()
+    truth = object_truth(frame, boxes, BREAKOUT)
+    result = scores(frame, truth)
+    assert (result.ball_recall, result.false_ball_rate, result.scored_balls) == (1.0, 0.0, 1)
+    assert result.player_error < 0.3
+    shifted, _ = synthetic(ball_xy=(72, 143))  # 0.8 and 0.9 frame pixels off: within tolerance
+    assert ball_hits(shifted, truth, 2, 0.5).all()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["absent", "misplaced", "smeared", "noise"],
+)
+def test_a_missing_misplaced_smeared_or_noisy_ball_scores_zero(name):
+    frame, boxes = synthetic()
+    truth = object_truth(frame, boxes, BREAKOUT)
+    no_ball = frame - 0.43 * box_coverage(boxes.ball[0], 64)[None]
+    if name == "absent":
+        pred = no_ball
+    elif name == "misplaced":  # 4 frame pixels right: beyond the 2-pixel tolerance
+        pred, _ = synthetic(ball_xy=(80, 140))
+    elif name == "smeared":  # the same brightness spread over 5×5 pixels: below visibility
+        pred = no_ball.copy()
+        row, col = int(truth.centres[0, 1]), int(truth.centres[0, 0])
+        pred[0, row - 2 : row + 3, col - 2 : col + 3] += truth.mass[0] / 25
+    else:
+        pred = np.random.default_rng(0).random(frame.shape).astype(np.float32)
+    result = scores(pred, truth)
+    assert result.ball_recall == 0.0, name
+    if name == "misplaced":
+        assert result.false_ball_rate == 1.0, "a ball drawn where there is none"
+    if name == "noise":
+        assert result.false_ball_rate == 1.0, "noise draws balls everywhere, so it is flagged"
+
+
+def test_a_frame_without_a_ball_counts_a_drawn_ball_as_false():
+    frame, boxes = synthetic()
+    empty = ObjectBoxes(ball=np.full((1, 4), np.nan), player=boxes.player)
+    truth = object_truth(frame - 0.43 * box_coverage(boxes.ball[0], 64)[None], empty, BREAKOUT)
+    assert np.isnan(truth.mass).all()
+    assert false_balls(frame, truth, BREAKOUT, 2, 0.2).all()
+    assert not false_balls(truth.erased, truth, BREAKOUT, 2, 0.2).any()
+    assert np.isnan(object_scores(frame, truth, BREAKOUT, 2, 0.5, 0.4).ball_recall)
+
+
+def test_player_error_is_the_distance_in_frame_pixels_and_a_missing_player_the_half_track():
+    frame, boxes = synthetic(paddle_x=60)
+    truth = object_truth(frame, boxes, BREAKOUT)
+    moved, _ = synthetic(paddle_x=85)  # 25 screen pixels = 10 frame pixels
+    assert scores(moved, truth).player_error == pytest.approx(10.0, abs=0.3)
+    blank = np.zeros_like(frame)
+    assert scores(blank, truth).player_error > 25
+    assert PLAYER_READABLE == 2.0
