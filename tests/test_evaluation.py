@@ -9,10 +9,18 @@ import pytest
 import torch
 
 from arcadedreamer import tracking
-from arcadedreamer.config import load_params
+from arcadedreamer.config import EvaluationConfig, load_params
+from arcadedreamer.data.collector import collect_game
 from arcadedreamer.data.storage import GameData
 from arcadedreamer.evaluation import metrics
-from arcadedreamer.evaluation.evaluate import cut_windows, rollout_scores, should_promote
+from arcadedreamer.evaluation.evaluate import (
+    cut_windows,
+    headline,
+    higher_is_better,
+    object_scoring,
+    rollout_scores,
+    should_promote,
+)
 from arcadedreamer.evaluation.stage import promote, run_evaluate
 from arcadedreamer.models.dynamics import Dynamics
 from arcadedreamer.models.vae import VAE
@@ -90,12 +98,36 @@ def test_copy_last_and_mean_frame_baselines_on_a_synthetic_sequence():
     assert scores["mean_frame"]["psnr"][0] == pytest.approx(expected, rel=1e-5)
 
 
+def test_object_scores_follow_the_ball_through_the_rollout_windows():
+    """Real Breakout: copying the last real frame shows the ball one frame on, not ten on;
+    the mean frame never does. Boxes misaligned with their frames would break this."""
+    arrays, _ = collect_game("BreakoutNoFrameskip-v4", 600, num_envs=1, seed=5, progress=False, num_workers=1)
+    data = GameData("BreakoutNoFrameskip-v4", **{k: arrays[k] for k in ("frames", "actions", "rewards")},
+                    episode_ends=arrays["episode_ends"], ram=arrays["ram"], manifest={}, directory=Path("."))  # fmt: skip
+    cfg = EvaluationConfig(horizons=10, context=2, headline_horizons=[1, 10], window_stride=4)
+    windows = cut_windows(data, 4, cfg.context, cfg.horizons, cfg.window_stride)
+    assert windows.objects.ball.shape == (len(windows.stacks), 12, 4)
+    scoring = object_scoring(data, cfg)
+    assert 50 / 255 < scoring.typical_mass < 200 / 255
+    model = WorldModel(VAE(), Dynamics()).eval()
+    mean = torch.from_numpy(data.frames.mean(0) / 255.0).float()
+    scores = rollout_scores(model, windows, cfg.context, mean, scoring)
+    top = headline(scores, cfg.headline_horizons)
+    assert top["ball_recall_h1_copy_last"] > 0.8
+    assert top["ball_recall_h10_copy_last"] < 0.3
+    assert top["false_ball_rate_h10_copy_last"] > top["false_ball_rate_h1_copy_last"]
+    assert max(scores["mean_frame"]["ball_recall"]) < 0.1
+    assert top["player_error_h1_copy_last"] < top["player_error_h10_copy_last"]
+
+
 def test_promotion_rule():
     assert should_promote(1.0, None)[0]
     assert should_promote(2.0, 1.0) == (True, "new score 2.0000 beats champion's 1.0000")
     promoted, reason = should_promote(0.5, 1.0)
     assert not promoted and "does not beat" in reason
     assert not should_promote(float("nan"), 1.0)[0]
+    assert higher_is_better("ball_recall_h10_model") and not higher_is_better("player_error_h10_model")
+    assert should_promote(0.5, 1.0, higher_better=False)[0], "a lower false-ball rate wins"
 
 
 def test_evaluate_stage_writes_scores_plots_and_promotes(trained):
@@ -104,7 +136,9 @@ def test_evaluate_stage_writes_scores_plots_and_promotes(trained):
     assert set(on_disk["games"]) == set(trained.games)
     for game in trained.games:
         scores = on_disk["games"][game]
-        assert {"psnr_h1_gain", "psnr_h5_gain", "psnr_h10_gain", "recon_gain_over_mean_frame"} <= set(scores)
+        assert {"psnr_h1_gain", "psnr_h5_gain", "psnr_h10_gain", "recon_gain_over_mean_frame",
+                "ball_recall_h10_model", "ball_recall_h10_copy_last", "false_ball_rate_h10_model",
+                "player_error_h10_model", "recon_ball_recall"} <= set(scores)  # fmt: skip
         tsv = (trained.root / f"plots/psnr_{game}.tsv").read_text().splitlines()
         assert tsv[0].split("\t") == ["horizon", "model", "copy_last", "mean_frame", "reconstruction"]
         assert len(tsv) == 1 + 10

@@ -136,21 +136,37 @@ class TrainingConfig(_Section):
     metrics_dir: str = "metrics"
 
 
+OBJECT_METRICS = ("ball_recall", "false_ball_rate", "player_error")  # evaluation/objects.py
+
+
 class EvaluationConfig(_Section):
     horizons: int = Field(50, gt=0, description="Open-loop steps scored: 1…horizons.")
     context: int = Field(8, gt=0, description="Real latents fed before going open loop.")
+    window_stride: int = Field(
+        8, ge=0, description="Frames between evaluation windows' starts (0: windows do not overlap)."
+    )
     headline_horizons: list[int] = Field(default_factory=lambda: [1, 10, 50])
     promote_on: str = Field("psnr_h10_gain", description="eval.json key averaged over games.")
+    ball_tolerance: int = Field(2, ge=0, le=8, description="Frame pixels a drawn ball may be off.")
+    ball_visibility: float = Field(
+        0.5, gt=0, le=1, description="Fraction of the true ball's brightness a drawn ball needs."
+    )
     metrics_file: str = "metrics/eval.json"
     plots_dir: str = "plots"
+
+    def headline_keys(self) -> list[str]:
+        """Every per-game key of eval.json that `promote_on` may name."""
+        horizons = self.headline_horizons
+        keys = [f"psnr_h{h}_{kind}" for h in horizons for kind in ("gain", "model")]
+        keys += [f"{m}_h{h}_{who}" for m in OBJECT_METRICS for h in horizons for who in ("model", "copy_last")]
+        return keys + ["recon_gain_over_mean_frame", "recon_psnr"] + [f"recon_{m}" for m in OBJECT_METRICS]
 
     @model_validator(mode="after")
     def _headline_within(self) -> EvaluationConfig:
         for h in self.headline_horizons:
             if not 1 <= h <= self.horizons:
                 raise ValueError(f"headline horizon {h} is outside 1…{self.horizons}")
-        scores = [f"psnr_h{h}_{kind}" for h in self.headline_horizons for kind in ("gain", "model")]
-        scores += ["recon_gain_over_mean_frame", "recon_psnr"]
+        scores = self.headline_keys()
         if self.promote_on not in scores:
             raise ValueError(
                 f"promote_on '{self.promote_on}' is not a headline score; choose one of {', '.join(scores)}"

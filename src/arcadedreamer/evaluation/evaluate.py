@@ -1,10 +1,12 @@
 """Open-loop evaluation on the pinned held-out episodes, against three baselines.
 
-For every held-out episode of every game, windows of `context + horizons` stacks are cut.
-The GRU sees `context` real latents, then runs open loop on the episode's true actions for
-`horizons` steps; each decoded frame is scored against the true frame. Baselines on the same
-frames: copy the last real frame (no dynamics), the training set's mean frame (nothing learned),
-and the VAE reconstruction of the true frame (the best any rollout through this decoder gets).
+For every held-out episode of every game, windows of `context + horizons` stacks are cut,
+one every `window_stride` frames. The GRU sees `context` real latents, then runs open loop on
+the episode's true actions for `horizons` steps; each decoded frame is scored against the true
+frame: PSNR, SSIM, and for games with a RAM map the object scores (ball recall, false balls,
+player position error; `objects.py`). Baselines on the same frames: copy the last real frame
+(no dynamics), the training set's mean frame (nothing learned), and the VAE reconstruction of
+the true frame (the best any rollout through this decoder gets).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arcadedreamer.config import Params
+from arcadedreamer.config import OBJECT_METRICS, EvaluationConfig, Params
 from arcadedreamer.data.dataset import gather_stacks
+from arcadedreamer.data.objects import GAMES, ObjectBoxes, object_boxes
 from arcadedreamer.data.preprocessing import stack_start_indices
 from arcadedreamer.data.storage import GameData, load_game_data
 from arcadedreamer.errors import UserError
 from arcadedreamer.evaluation import metrics
+from arcadedreamer.evaluation.objects import ObjectTruth, object_scores, object_truth
 from arcadedreamer.models.world_model import WorldModel
 
 PREDICTORS = ("model", "copy_last", "mean_frame", "reconstruction")
+LOWER_IS_BETTER = ("false_ball_rate", "player_error")  # promotion keys containing these
 
 
 @dataclass
@@ -33,20 +38,25 @@ class Windows:
 
     stacks: torch.Tensor  # (B, C + H, S, 64, 64) in [0, 1]: true stacks, context then targets
     actions: torch.Tensor  # (B, C + H - 1) full-action ids taken from each stack
+    objects: ObjectBoxes | None = None  # RAM boxes of each stack's newest frame, (B, C + H, 4)
 
 
-def cut_windows(data: GameData, stack_size: int, context: int, horizons: int) -> Windows:
-    """Non-overlapping windows of C + H consecutive stacks inside single episodes."""
+def cut_windows(
+    data: GameData, stack_size: int, context: int, horizons: int, stride: int | None = None
+) -> Windows:
+    """Windows of C + H consecutive stacks inside single episodes, one every `stride` frames
+    (default C + H: windows do not overlap)."""
     frames = torch.from_numpy(np.asarray(data.frames))
     valid = np.zeros(len(data), dtype=bool)
     valid[stack_start_indices(data.episode_ends, stack_size)] = True
     ids = np.cumsum(np.concatenate([[0], data.episode_ends[:-1]]))
     length = context + horizons
+    stride = stride or length
     starts, t = [], 0
     while t + length <= len(data):
         if valid[t] and ids[t + length - 1] == ids[t]:
             starts.append(t)
-            t += length
+            t += stride
         else:
             t += 1
     if not starts:
@@ -59,11 +69,41 @@ def cut_windows(data: GameData, stack_size: int, context: int, horizons: int) ->
         len(starts), length, stack_size, *frames.shape[1:]
     )
     actions = torch.from_numpy(np.asarray(data.actions).astype(np.int64))[index[:, :-1]]
-    return Windows(stacks=stacks, actions=actions)
+    boxes = object_boxes(data.game, np.asarray(data.ram)[index.reshape(-1).numpy()])
+    if boxes is not None:
+        boxes = ObjectBoxes(*(b.reshape(len(starts), length, 4) for b in (boxes.ball, boxes.player)))
+    return Windows(stacks=stacks, actions=actions, objects=boxes)
+
+
+@dataclass(frozen=True)
+class ObjectScoring:
+    """What the object scores of one game need beside the frames."""
+
+    game: str
+    tolerance: int
+    visibility: float
+    typical_mass: float  # the median true ball's brightness in this game's held-out frames
+
+
+def object_scoring(data: GameData, cfg: EvaluationConfig) -> ObjectScoring | None:
+    """None for a game without a RAM map (or held-out data without RAM)."""
+    boxes = object_boxes(data.game, np.asarray(data.ram))
+    if boxes is None:
+        return None
+    truth = object_truth(np.asarray(data.frames, dtype=np.float32) / 255.0, boxes, GAMES[data.game])
+    masses = truth.mass[np.isfinite(truth.mass)]
+    typical = float(np.median(masses)) if len(masses) else float("nan")
+    return ObjectScoring(data.game, cfg.ball_tolerance, cfg.ball_visibility, typical)
 
 
 @torch.no_grad()
-def rollout_scores(model: WorldModel, windows: Windows, context: int, mean_frame: torch.Tensor) -> dict:
+def rollout_scores(
+    model: WorldModel,
+    windows: Windows,
+    context: int,
+    mean_frame: torch.Tensor,
+    scoring: ObjectScoring | None = None,
+) -> dict:
     """Per-horizon scores of the model and the baselines: {predictor: {metric: [H values]}}."""
     batch, length = windows.stacks.shape[:2]
     horizons = length - context
@@ -86,33 +126,54 @@ def rollout_scores(model: WorldModel, windows: Windows, context: int, mean_frame
         "mean_frame": mean_frame.expand_as(targets),
         "reconstruction": recon,
     }
-    scores: dict[str, dict[str, list[float]]] = {
-        p: {"psnr": [], "ssim": [], "moving_mse": []} for p in PREDICTORS
-    }
+    with_objects = scoring is not None and windows.objects is not None
+    names = ("psnr", "ssim", "moving_mse", *(OBJECT_METRICS if with_objects else ()))
+    scores: dict[str, dict[str, list[float]]] = {p: {m: [] for m in names} for p in PREDICTORS}
     scores["model"]["latent_mse"] = []
     for h in range(horizons):
         mask = metrics.moving_mask(last_real, targets[:, h])
+        truth = _object_truth(targets[:, h], windows.objects, context + h, scoring) if with_objects else None
         for name, pred in predictions.items():
             scores[name]["psnr"].append(metrics.psnr(pred[:, h], targets[:, h]))
             scores[name]["ssim"].append(metrics.ssim_per_frame(pred[:, h], targets[:, h]).mean().item())
             scores[name]["moving_mse"].append(metrics.masked_mse(pred[:, h], targets[:, h], mask))
+            if truth is not None:
+                found = object_scores(pred[:, h].float().numpy(), truth, GAMES[scoring.game],
+                                      scoring.tolerance, scoring.visibility, scoring.typical_mass)  # fmt: skip
+                for metric in OBJECT_METRICS:
+                    scores[name][metric].append(getattr(found, metric))
         scores["model"]["latent_mse"].append(
             (imagined[:, h] - true_latents[:, context + h]).pow(2).mean().item()
         )
     return scores
 
 
+def _object_truth(targets: torch.Tensor, objects: ObjectBoxes, step: int, scoring: ObjectScoring) -> ObjectTruth:
+    boxes = ObjectBoxes(ball=objects.ball[:, step], player=objects.player[:, step])
+    return object_truth(targets.float().numpy(), boxes, GAMES[scoring.game])
+
+
 def headline(scores: dict, headline_horizons: list[int]) -> dict[str, float]:
-    """Model PSNR minus copy-last's at chosen horizons; reconstruction minus mean frame."""
+    """Model PSNR minus copy-last's at chosen horizons; reconstruction minus mean frame; the
+    object scores of the model and copy-last at those horizons and of the reconstruction."""
     out = {}
     for h in headline_horizons:
         out[f"psnr_h{h}_gain"] = scores["model"]["psnr"][h - 1] - scores["copy_last"]["psnr"][h - 1]
         out[f"psnr_h{h}_model"] = scores["model"]["psnr"][h - 1]
+        for metric in OBJECT_METRICS:
+            if metric in scores["model"]:
+                for name in ("model", "copy_last"):
+                    out[f"{metric}_h{h}_{name}"] = scores[name][metric][h - 1]
     recon = float(np.mean(scores["reconstruction"]["psnr"]))
     mean = float(np.mean(scores["mean_frame"]["psnr"]))
     out["recon_gain_over_mean_frame"] = recon - mean
     out["recon_psnr"] = recon
     out["mean_frame_psnr"] = mean
+    for metric in OBJECT_METRICS:
+        if metric in scores["reconstruction"]:
+            values = np.asarray(scores["reconstruction"][metric], dtype=float)
+            values = values[np.isfinite(values)]  # a horizon with no scorable ball has no recall
+            out[f"recon_{metric}"] = float(values.mean()) if len(values) else math.nan
     return out
 
 
@@ -129,12 +190,14 @@ def evaluate_world_model(model: WorldModel, checkpoint: dict, params: Params) ->
         if not game_dir.exists():
             raise UserError(f"{game_dir}: no held-out episodes; run `make data` (or `arcadedreamer heldout`)")
         data = load_game_data(game_dir)
-        windows = cut_windows(data, params.data.stack_size, cfg.context, cfg.horizons)
-        scores = rollout_scores(model, windows, cfg.context, mean_frames[game].float())
+        windows = cut_windows(data, params.data.stack_size, cfg.context, cfg.horizons, cfg.window_stride)
+        scores = rollout_scores(model, windows, cfg.context, mean_frames[game].float(), object_scoring(data, cfg))
         result["games"][game] = {**headline(scores, cfg.headline_horizons), "windows": len(windows.stacks)}
         result["series"][game] = scores
-    keys = [k for k in next(iter(result["games"].values())) if k != "windows"]
-    result["summary"] = {k: float(np.mean([g[k] for g in result["games"].values()])) for k in keys}
+    keys = dict.fromkeys(k for g in result["games"].values() for k in g if k != "windows")
+    result["summary"] = {  # over the games that have the score (object scores: games with a RAM map)
+        k: _mean_finite([g[k] for g in result["games"].values() if k in g]) for k in keys
+    }
     return result
 
 
@@ -146,16 +209,25 @@ def series_rows(scores: dict, metric: str) -> list[dict[str, float]]:
     ]
 
 
+def _mean_finite(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def _finite(value: float) -> float:
     return value if math.isfinite(value) else float("nan")
 
 
-def should_promote(new_score: float, champion_score: float | None) -> tuple[bool, str]:
-    """Higher is better; the first version always becomes champion."""
+def higher_is_better(key: str) -> bool:
+    return not any(word in key for word in LOWER_IS_BETTER)
+
+
+def should_promote(new_score: float, champion_score: float | None, higher_better: bool = True) -> tuple[bool, str]:
+    """The first version always becomes champion; then only a strictly better score."""
     if champion_score is None:
         return True, "no champion yet: the first evaluated version becomes champion"
     if not math.isfinite(new_score):
         return False, f"new score {new_score} is not finite"
-    if new_score > champion_score:
+    if (new_score > champion_score) if higher_better else (new_score < champion_score):
         return True, f"new score {new_score:.4f} beats champion's {champion_score:.4f}"
     return False, f"new score {new_score:.4f} does not beat champion's {champion_score:.4f}"

@@ -12,20 +12,21 @@ from arcadedreamer.config import Params
 from arcadedreamer.evaluation.evaluate import (
     PREDICTORS,
     evaluate_world_model,
+    higher_is_better,
     series_rows,
     should_promote,
 )
 from arcadedreamer.fileio import atomic_open, atomic_write_json, atomic_write_text
 from arcadedreamer.training.checkpoints import load_world_model
 
-PLOT_METRICS = ("psnr", "ssim")
+PLOT_METRICS = ("psnr", "ssim", "ball_recall")  # ball_recall: games with a RAM map
 
 
 def write_plots(result: dict, plots_dir: Path) -> list[Path]:
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for game, scores in result["series"].items():
-        for metric in PLOT_METRICS:
+        for metric in (m for m in PLOT_METRICS if m in scores["model"]):
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=["horizon", *PREDICTORS], delimiter="\t")
             writer.writeheader()
@@ -45,19 +46,23 @@ def plot_curves(result: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     games = list(result["series"])
-    fig, axes = plt.subplots(2, len(games), figsize=(4.2 * len(games), 6.4), squeeze=False)
+    rows = [m for m in PLOT_METRICS if any(m in result["series"][g]["model"] for g in games)]
+    fig, axes = plt.subplots(len(rows), len(games), figsize=(4.2 * len(games), 3.2 * len(rows)), squeeze=False)
     styles = {"model": "-", "copy_last": "--", "mean_frame": ":", "reconstruction": "-."}
     for col, game in enumerate(games):
-        for row, metric in enumerate(PLOT_METRICS):
+        for row, metric in enumerate(rows):
             ax = axes[row][col]
+            if metric not in result["series"][game]["model"]:
+                ax.set_axis_off()
+                continue
             for name in PREDICTORS:
                 values = result["series"][game][name][metric]
                 ax.plot(range(1, len(values) + 1), values, styles[name], label=name)
             ax.set_title(f"{game.removesuffix('NoFrameskip-v4')}: {metric.upper()}")
             ax.set_xlabel("open-loop horizon (frames)")
             ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("PSNR (dB)")
-    axes[1][0].set_ylabel("SSIM")
+    for row, label in enumerate({"psnr": "PSNR (dB)", "ssim": "SSIM", "ball_recall": "ball recall"}[m] for m in rows):
+        axes[row][0].set_ylabel(label)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     with atomic_open(path, "wb") as handle:
@@ -78,6 +83,17 @@ def format_headline(result: dict) -> str:
             f"{game}: model PSNR minus copy-last {gains}; reconstruction minus mean frame "
             f"{scores['recon_gain_over_mean_frame']:+.2f} dB ({scores['windows']} rollouts)"
         )
+        if "recon_ball_recall" in scores:
+            recalls = ", ".join(
+                f"h{k.split('_')[2][1:]} {v:.2f} (copy-last {scores[k.replace('_model', '_copy_last')]:.2f})"
+                for k, v in scores.items()
+                if k.startswith("ball_recall_h") and k.endswith("_model")
+            )
+            lines.append(
+                f"{game}: ball recall {recalls}; reconstruction {scores['recon_ball_recall']:.2f}, "
+                f"its false-ball rate {scores['recon_false_ball_rate']:.2f}, "
+                f"player error {scores['recon_player_error']:.2f} px"
+            )
     return "\n".join(lines)
 
 
@@ -118,7 +134,7 @@ def promote(params: Params, checkpoint: dict, summary: dict) -> dict:
         message = "this checkpoint has no registered version; nothing to promote"
         print(f"promotion: {message}")
         return {"promoted": False, "reason": message}
-    score = summary[key]
+    score = summary.get(key, math.nan)  # an object score of games without a RAM map: none
     tracking.set_version_tag(name, version, f"eval.{key}", f"{score:.6g}")
     champion = tracking.alias_version(name, "champion")
     if champion and champion["version"] == version:
@@ -128,8 +144,8 @@ def promote(params: Params, checkpoint: dict, summary: dict) -> dict:
     champion_score = None
     if champion:
         tag = champion["tags"].get(f"eval.{key}")
-        champion_score = float(tag) if tag is not None else -math.inf
-    promoted, reason = should_promote(score, champion_score)
+        champion_score = float(tag) if tag is not None else (-math.inf if higher_is_better(key) else math.inf)
+    promoted, reason = should_promote(score, champion_score, higher_is_better(key))
     if promoted:
         tracking.set_alias(name, "champion", version)
         print(f"promotion: {name} version {version} is now @champion ({key}: {reason})")
