@@ -158,7 +158,9 @@ class EvaluationConfig(_Section):
         """Every per-game key of eval.json that `promote_on` may name."""
         horizons = self.headline_horizons
         keys = [f"psnr_h{h}_{kind}" for h in horizons for kind in ("gain", "model")]
-        keys += [f"{m}_h{h}_{who}" for m in OBJECT_METRICS for h in horizons for who in ("model", "copy_last")]
+        keys += [
+            f"{m}_h{h}_{who}" for m in OBJECT_METRICS for h in horizons for who in ("model", "copy_last")
+        ]
         return keys + ["recon_gain_over_mean_frame", "recon_psnr"] + [f"recon_{m}" for m in OBJECT_METRICS]
 
     @model_validator(mode="after")

@@ -148,7 +148,9 @@ def rollout_scores(
     return scores
 
 
-def _object_truth(targets: torch.Tensor, objects: ObjectBoxes, step: int, scoring: ObjectScoring) -> ObjectTruth:
+def _object_truth(
+    targets: torch.Tensor, objects: ObjectBoxes, step: int, scoring: ObjectScoring
+) -> ObjectTruth:
     boxes = ObjectBoxes(ball=objects.ball[:, step], player=objects.player[:, step])
     return object_truth(targets.float().numpy(), boxes, GAMES[scoring.game])
 
@@ -191,7 +193,9 @@ def evaluate_world_model(model: WorldModel, checkpoint: dict, params: Params) ->
             raise UserError(f"{game_dir}: no held-out episodes; run `make data` (or `arcadedreamer heldout`)")
         data = load_game_data(game_dir)
         windows = cut_windows(data, params.data.stack_size, cfg.context, cfg.horizons, cfg.window_stride)
-        scores = rollout_scores(model, windows, cfg.context, mean_frames[game].float(), object_scoring(data, cfg))
+        scores = rollout_scores(
+            model, windows, cfg.context, mean_frames[game].float(), object_scoring(data, cfg)
+        )
         result["games"][game] = {**headline(scores, cfg.headline_horizons), "windows": len(windows.stacks)}
         result["series"][game] = scores
     keys = dict.fromkeys(k for g in result["games"].values() for k in g if k != "windows")
@@ -222,7 +226,9 @@ def higher_is_better(key: str) -> bool:
     return not any(word in key for word in LOWER_IS_BETTER)
 
 
-def should_promote(new_score: float, champion_score: float | None, higher_better: bool = True) -> tuple[bool, str]:
+def should_promote(
+    new_score: float, champion_score: float | None, higher_better: bool = True
+) -> tuple[bool, str]:
     """The first version always becomes champion; then only a strictly better score."""
     if champion_score is None:
         return True, "no champion yet: the first evaluated version becomes champion"

@@ -47,7 +47,9 @@ def plot_curves(result: dict, path: Path) -> Path:
 
     games = list(result["series"])
     rows = [m for m in PLOT_METRICS if any(m in result["series"][g]["model"] for g in games)]
-    fig, axes = plt.subplots(len(rows), len(games), figsize=(4.2 * len(games), 3.2 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(games), figsize=(4.2 * len(games), 3.2 * len(rows)), squeeze=False
+    )
     styles = {"model": "-", "copy_last": "--", "mean_frame": ":", "reconstruction": "-."}
     for col, game in enumerate(games):
         for row, metric in enumerate(rows):
@@ -61,7 +63,9 @@ def plot_curves(result: dict, path: Path) -> Path:
             ax.set_title(f"{game.removesuffix('NoFrameskip-v4')}: {metric.upper()}")
             ax.set_xlabel("open-loop horizon (frames)")
             ax.grid(alpha=0.3)
-    for row, label in enumerate({"psnr": "PSNR (dB)", "ssim": "SSIM", "ball_recall": "ball recall"}[m] for m in rows):
+    for row, label in enumerate(
+        {"psnr": "PSNR (dB)", "ssim": "SSIM", "ball_recall": "ball recall"}[m] for m in rows
+    ):
         axes[row][0].set_ylabel(label)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
