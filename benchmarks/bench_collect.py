@@ -20,7 +20,7 @@ GAMES = ["BreakoutNoFrameskip-v4", "PongNoFrameskip-v4", "SpaceInvadersNoFramesk
 
 
 def _bare_worker(rom: str, seed: int, frames: int) -> None:
-    from arcadedreamer.data.collector import open_emulator
+    from arcadedreamer.data.atari import open_emulator
 
     ale = open_emulator(rom, seed)  # collect's emulator settings, no episode limit
     actions = ale.getLegalActionSet()
@@ -32,7 +32,7 @@ def _bare_worker(rom: str, seed: int, frames: int) -> None:
 
 
 def bare_emulator_fps(game_id: str, frames: int, cores: int) -> float:
-    from arcadedreamer.data.collector import rom_path
+    from arcadedreamer.data.atari import rom_path
 
     rom = rom_path(game_id)
     per_core = frames // cores

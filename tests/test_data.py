@@ -149,7 +149,7 @@ def test_every_row_equals_the_replayed_emulator_across_game_overs_and_truncation
 @pytest.mark.parametrize("game", DEFAULT_GAMES)
 def test_the_ale_seed_changes_nothing_with_sticky_actions_off(game):
     """Why collection may fork every emulator from one loaded emulator (collector's docstring)."""
-    from arcadedreamer.data.collector import open_emulator, rom_path
+    from arcadedreamer.data.atari import open_emulator, rom_path
 
     first, other = (open_emulator(rom_path(game), seed, max_episode_frames=300) for seed in (0, 12345))
     action_set = first.getLegalActionSet()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +13,16 @@ import typer
 import yaml
 
 from arcadedreamer import interrupts
-from arcadedreamer.config import DEFAULT_PARAMS, Params, check_game_id, load_params
+from arcadedreamer.config import (
+    DEFAULT_PARAMS,
+    MAX_DREAM_STEPS,
+    MAX_FRAMES,
+    Params,
+    check_game_id,
+    load_params,
+)
 from arcadedreamer.errors import UserError
+from arcadedreamer.fileio import check_output_path, exclusive_lock
 
 app = typer.Typer(
     add_completion=False,
@@ -22,6 +32,14 @@ app = typer.Typer(
 )
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params YAML file.", dir_okay=True)]
+
+
+def _check_dirs(cfg: Params, *keys: str) -> None:
+    """The configured output folders, checked before any work starts."""
+
+    for key in keys:
+        section, name = key.split(".")
+        check_output_path(getattr(getattr(cfg, section), name), key, is_dir=True)
 
 
 def _game(game: str) -> str:
@@ -63,7 +81,10 @@ def collect(
         str | None, typer.Option("--game", help="Only this game (default: all in params).")
     ] = None,
     frames: Annotated[
-        int | None, typer.Option("--frames", min=1, help="Frames per game (default: data.frames_per_game).")
+        int | None,
+        typer.Option(
+            "--frames", min=1, max=MAX_FRAMES, help="Frames per game (default: data.frames_per_game)."
+        ),
     ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
@@ -72,6 +93,7 @@ def collect(
 
     cfg = load_params(params)
     games = [_game(game)] if game else cfg.data.games
+    _check_dirs(cfg, "data.out_dir")
     data = cfg.data
     manifests = collect_to_disk(
         games, frames or data.frames_per_game, data.out_dir, seed=data.seed,
@@ -90,6 +112,7 @@ def heldout(params: ParamsOption = DEFAULT_PARAMS) -> None:
     from arcadedreamer.data.collector import collect_to_disk
 
     cfg = load_params(params)
+    _check_dirs(cfg, "heldout.out_dir")
     held, data = cfg.heldout, cfg.data
     manifests = collect_to_disk(
         data.games, held.episodes_per_game * held.frames_per_episode, held.out_dir,
@@ -122,22 +145,38 @@ def train(
     if vae_checkpoint is not None and stage != "dynamics":
         raise UserError("--vae-checkpoint only applies to --stage dynamics")
     cfg = load_params(params)
-    if stage == "vae":
-        from arcadedreamer.training.vae_trainer import train_vae
+    _check_dirs(cfg, "training.checkpoint_dir", "training.metrics_dir")
+    if vae_checkpoint is not None and not vae_checkpoint.exists():
+        from arcadedreamer.training.checkpoints import stage_dir
 
-        summary = train_vae(cfg, resume=resume)
-        if not summary:  # a torchrun worker other than rank 0
-            return
-        typer.echo(f"VAE: held-out PSNR {summary['val_psnr']:.2f} dB vs mean frame "
-                   f"{summary['val_psnr_mean_frame']:.2f} dB")  # fmt: skip
-    else:
-        from arcadedreamer.training.dynamics_trainer import train_dynamics
+        moved = stage_dir(cfg, "vae") / vae_checkpoint.name
+        hint = f"did you mean {moved}? (checkpoints live in <checkpoint_dir>/<stage>/)" if moved.exists() else (
+            f"VAE checkpoints are written to {stage_dir(cfg, 'vae')}/ by `arcadedreamer train --stage vae`")  # fmt: skip
+        raise UserError(f"--vae-checkpoint: {vae_checkpoint} not found; {hint}")
+    # one training of a stage at a time in a project (the second would overwrite the first's checkpoints)
+    lock = Path(cfg.training.checkpoint_dir) / f".{stage}.lock"
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 holds it for all
+    with (
+        exclusive_lock(lock, f"{stage} training in {cfg.training.checkpoint_dir}")
+        if main_rank
+        else nullcontext()
+    ):
+        if stage == "vae":
+            from arcadedreamer.training.vae_trainer import train_vae
 
-        summary = train_dynamics(cfg, vae_checkpoint=vae_checkpoint, resume=resume)
-        if not summary:
-            return
-        typer.echo(f"dynamics: open-loop latent MSE {summary['val_loss_open_loop']:.3g} vs "
-                   f"copy-last {summary['val_loss_copy_last']:.3g}")  # fmt: skip
+            summary = train_vae(cfg, resume=resume)
+            if not summary:  # a torchrun worker other than rank 0
+                return
+            typer.echo(f"VAE: held-out PSNR {summary['val_psnr']:.2f} dB vs mean frame "
+                       f"{summary['val_psnr_mean_frame']:.2f} dB")  # fmt: skip
+        else:
+            from arcadedreamer.training.dynamics_trainer import train_dynamics
+
+            summary = train_dynamics(cfg, vae_checkpoint=vae_checkpoint, resume=resume)
+            if not summary:
+                return
+            typer.echo(f"dynamics: open-loop latent MSE {summary['val_loss_open_loop']:.3g} vs "
+                       f"copy-last {summary['val_loss_copy_last']:.3g}")  # fmt: skip
 
 
 def _resolve_model(model: str | None, params: Params) -> Path:
@@ -182,6 +221,8 @@ def evaluate(
     from arcadedreamer.training.checkpoints import final_checkpoint_path
 
     cfg = load_params(params)
+    check_output_path(cfg.evaluation.metrics_file, "evaluation.metrics_file", suffix=".json")
+    _check_dirs(cfg, "evaluation.plots_dir")
     run_evaluate(cfg, model or final_checkpoint_path(cfg, "dynamics"))
     typer.echo(f"wrote {cfg.evaluation.metrics_file} and {cfg.evaluation.plots_dir}/")
 
@@ -193,13 +234,20 @@ def dream(
         str | None, typer.Option("--actions", help='e.g. "FIRE,RIGHT,LEFT" or "1,1,2,3" (see `actions`).')
     ] = None,
     steps: Annotated[
-        int | None, typer.Option("--steps", min=1, help="Seeded random actions when --actions is not given.")
+        int | None,
+        typer.Option(
+            "--steps", min=1, max=MAX_DREAM_STEPS, help="Seeded random actions when --actions is not given."
+        ),
     ] = None,
     episode: Annotated[
-        int | None, typer.Option("--episode", min=0, help="Held-out episode giving the real context.")
+        int | None,
+        typer.Option("--episode", min=0, max=100_000, help="Held-out episode giving the real context."),
     ] = None,
     start: Annotated[
-        int | None, typer.Option("--start", min=0, help="Frame of that episode where the context starts.")
+        int | None,
+        typer.Option(
+            "--start", min=0, max=MAX_FRAMES, help="Frame of that episode where the context starts."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="GIF path (default: outputs/dream_<game>.gif).")
@@ -213,6 +261,7 @@ def dream(
 
     cfg = load_params(params)
     game = _game(game or cfg.dream.game)
+    out = check_output_path(out or Path(cfg.dream.out_dir) / f"dream_{game}.gif", "--out", suffix=".gif")
     if actions is not None:  # given on the command line: must be valid, even when empty
         action_ids = parse_actions(actions, game)
     elif cfg.dream.actions and not steps:
@@ -224,7 +273,7 @@ def dream(
         steps=steps or cfg.dream.steps,
         episode=cfg.dream.episode if episode is None else episode,
         start=cfg.dream.start if start is None else start,
-        out=out or Path(cfg.dream.out_dir) / f"dream_{game}.gif",
+        out=out,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
 
@@ -238,14 +287,18 @@ def play(
     headless: Annotated[
         bool, typer.Option("--headless", help="No window: SDL dummy driver, seeded random policy.")
     ] = False,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Stop after N steps.")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, max=10_000_000, help="Stop after N steps.")
+    ] = None,
     screenshot: Annotated[
         Path | None, typer.Option("--screenshot", help="Save the last frame of the window as PNG.")
     ] = None,
     record: Annotated[
         Path | None, typer.Option("--record", help="Save the session as collected data under DIR/<game>/.")
     ] = None,
-    fps: Annotated[int | None, typer.Option("--fps", min=1, help="Frame rate (default: play.fps).")] = None,
+    fps: Annotated[
+        int | None, typer.Option("--fps", min=1, max=240, help="Frame rate (default: play.fps).")
+    ] = None,
     model: ModelOption = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
@@ -255,6 +308,10 @@ def play(
 
     cfg = load_params(params)
     game = _game(game)
+    if screenshot is not None:
+        check_output_path(screenshot, "--screenshot", suffix=".png")
+    if record is not None:
+        check_output_path(record, "--record", is_dir=True)
     if headless and steps is None:
         raise UserError("--headless needs --steps N (there is no Esc key to stop it)")
     world_model, checkpoint = load_world_model(_resolve_model(model, cfg), cfg)

@@ -7,16 +7,52 @@ becomes a `UserError` with one line per problem naming the dotted key.
 from __future__ import annotations
 
 import functools
+import os
+import re
+import stat
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from arcadedreamer.errors import UserError
 
 DEFAULT_PARAMS = Path("params.yaml")
 DEFAULT_GAMES = ["BreakoutNoFrameskip-v4", "PongNoFrameskip-v4", "SpaceInvadersNoFrameskip-v4"]
+MAX_PARAMS_BYTES = 1 << 20  # a params file is a few kB; refuse to read more than 1 MiB
+
+# Upper bounds a real run could need, generous but finite, so a typo fails at once, not after
+# an allocation of terabytes or an epoch of work.
+MAX_FRAMES = 5_000_000  # frames per game: 20 GB of 64×64 frames
+MAX_SEED = 2**31 - 1  # ALE's seeds are signed 32-bit
+MAX_EPOCHS = 100_000
+MAX_WIDTH = 8192  # latent and hidden sizes
+MAX_BATCH = 65_536
+MAX_STEPS = 100_000  # horizons, sequence lengths, dream steps, warm-up steps per thousand
+MAX_PATH = 4096
+MAX_DREAM_STEPS = 10_000  # imagined steps (and --actions): a 10 000-frame GIF is already 6 minutes
+
+
+def _check_path(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if "\x00" in value:
+        raise ValueError("contains a NUL byte")
+    if len(value) > MAX_PATH:
+        raise ValueError(f"is longer than {MAX_PATH} characters")
+    return value
+
+
+PathStr = Annotated[str, AfterValidator(_check_path)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,25 +74,29 @@ def check_game_id(game: str) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: no bools for ints, no strings for numbers; floats must be finite
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
-    games: list[str] = Field(default_factory=lambda: list(DEFAULT_GAMES), min_length=1)
-    frames_per_game: int = Field(50_000, gt=0)
-    frame_size: int = Field(64, gt=0)
-    stack_size: int = Field(4, gt=0)
-    seed: int = Field(0, ge=0)
+    games: list[str] = Field(default_factory=lambda: list(DEFAULT_GAMES), min_length=1, max_length=64)
+    frames_per_game: int = Field(50_000, gt=0, le=MAX_FRAMES)
+    frame_size: int = Field(64, gt=0, le=1024)
+    stack_size: int = Field(4, gt=0, le=64)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     num_envs: int = Field(
-        8, gt=0, description="Emulators per game (emulator i replays as gymnasium reset with seed + i)."
+        8,
+        gt=0,
+        le=4096,
+        description="Emulators per game (emulator i replays as gymnasium reset with seed + i).",
     )
     num_workers: int = Field(
-        0, ge=0, description="Emulators played at once, each in its own process (0: one per core)."
+        0, ge=0, le=1024, description="Emulators played at once, each in its own process (0: one per core)."
     )
-    action_hold_min: int = Field(1, gt=0, description="Exploration: a random action is held ...")
-    action_hold_max: int = Field(8, gt=0, description="... for a uniform number of frames.")
-    max_episode_frames: int = Field(10_000, gt=0, description="Truncate longer episodes.")
-    out_dir: str = "data/collected"
+    action_hold_min: int = Field(1, gt=0, le=10_000, description="Exploration: a random action is held ...")
+    action_hold_max: int = Field(8, gt=0, le=10_000, description="... for a uniform number of frames.")
+    max_episode_frames: int = Field(10_000, gt=0, le=1_000_000, description="Truncate longer episodes.")
+    out_dir: PathStr = "data/collected"
 
     @field_validator("games")
     @classmethod
@@ -82,25 +122,25 @@ class DataConfig(_Section):
 
 
 class HeldoutConfig(_Section):
-    seed: int = Field(1_000_000, ge=0, description="Seeds training never uses.")
-    episodes_per_game: int = Field(4, gt=0)
-    frames_per_episode: int = Field(400, gt=0)
-    out_dir: str = "data/heldout"
+    seed: int = Field(1_000_000, ge=0, le=MAX_SEED, description="Seeds training never uses.")
+    episodes_per_game: int = Field(4, gt=0, le=1000)
+    frames_per_episode: int = Field(400, gt=0, le=100_000)
+    out_dir: PathStr = "data/heldout"
 
 
 class VAEConfig(_Section):
-    latent_dim: int = Field(64, gt=0)
-    beta: float = Field(1e-4, ge=0)
-    epochs: int = Field(50, gt=0)
+    latent_dim: int = Field(64, gt=0, le=MAX_WIDTH)
+    beta: float = Field(1e-4, ge=0, le=1e6)
+    epochs: int = Field(50, gt=0, le=MAX_EPOCHS)
 
 
 class DynamicsConfig(_Section):
-    hidden_size: int = Field(256, gt=0)
+    hidden_size: int = Field(256, gt=0, le=MAX_WIDTH)
     num_actions: Literal[18] = 18
-    epochs: int = Field(100, gt=0)
+    epochs: int = Field(100, gt=0, le=MAX_EPOCHS)
     scheduled_sampling_prob: float = Field(0.5, ge=0, le=1)
-    seq_len: int = Field(32, gt=1, description="Latent steps per training sequence.")
-    context: int = Field(4, gt=0, description="Leading steps always fed the true latent.")
+    seq_len: int = Field(32, gt=1, le=MAX_STEPS, description="Latent steps per training sequence.")
+    context: int = Field(4, gt=0, le=MAX_STEPS, description="Leading steps always fed the true latent.")
 
     @model_validator(mode="after")
     def _context_fits(self) -> DynamicsConfig:
@@ -113,46 +153,51 @@ class TrainingConfig(_Section):
     """Optimisation. Large batches (GPU): raise batch_size, set lr_scaling (sqrt suits Adam,
     linear is the classic SGD rule) and keep warmup_steps; the effective lr is logged."""
 
-    batch_size: int = Field(128, gt=0)
-    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(128, gt=0, le=MAX_BATCH)
+    lr: float = Field(3e-4, gt=0, le=10)
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
         "none", description="Scale lr by batch_size / lr_reference_batch (linear) or its root (sqrt)."
     )
-    lr_reference_batch: int = Field(128, gt=0, description="The batch size `lr` was tuned for.")
-    weight_decay: float = Field(1e-5, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
+    lr_reference_batch: int = Field(128, gt=0, le=MAX_BATCH, description="The batch size `lr` was tuned for.")
+    weight_decay: float = Field(1e-5, ge=0, le=1)
+    grad_clip: float = Field(1.0, gt=0, le=1e6)
     scheduler: Literal["cosine", "constant"] = "cosine"
-    warmup_steps: int = Field(500, ge=0, description="Linear learning-rate warm-up (optimizer steps).")
-    checkpoint_every: int = Field(10, gt=0)
+    warmup_steps: int = Field(
+        500, ge=0, le=1000 * MAX_STEPS, description="Linear learning-rate warm-up (optimizer steps)."
+    )
+    checkpoint_every: int = Field(10, gt=0, le=MAX_EPOCHS)
     val_fraction: float = Field(0.1, ge=0, lt=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default).")
+    num_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads (0: torch's default).")
     compile: bool = Field(False, description="torch.compile the model (slower on CPU: see README).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="bf16 autocast: auto = on the GPU only; fp32 = never; bf16 = also on the CPU."
     )
-    checkpoint_dir: str = "checkpoints"
-    metrics_dir: str = "metrics"
+    checkpoint_dir: PathStr = "checkpoints"
+    metrics_dir: PathStr = "metrics"
 
 
 OBJECT_METRICS = ("ball_recall", "false_ball_rate", "player_error")  # evaluation/objects.py
 
 
 class EvaluationConfig(_Section):
-    horizons: int = Field(50, gt=0, description="Open-loop steps scored: 1…horizons.")
-    context: int = Field(8, gt=0, description="Real latents fed before going open loop.")
+    horizons: int = Field(50, gt=0, le=MAX_STEPS, description="Open-loop steps scored: 1…horizons.")
+    context: int = Field(8, gt=0, le=MAX_STEPS, description="Real latents fed before going open loop.")
     window_stride: int = Field(
-        8, ge=0, description="Frames between evaluation windows' starts (0: windows do not overlap)."
+        8,
+        ge=0,
+        le=MAX_STEPS,
+        description="Frames between evaluation windows' starts (0: windows do not overlap).",
     )
-    headline_horizons: list[int] = Field(default_factory=lambda: [1, 10, 50])
+    headline_horizons: list[int] = Field(default_factory=lambda: [1, 10, 50], min_length=1, max_length=64)
     promote_on: str = Field("psnr_h10_gain", description="eval.json key averaged over games.")
     ball_tolerance: int = Field(2, ge=0, le=8, description="Frame pixels a drawn ball may be off.")
     ball_visibility: float = Field(
         0.5, gt=0, le=1, description="Fraction of the true ball's brightness a drawn ball needs."
     )
-    metrics_file: str = "metrics/eval.json"
-    plots_dir: str = "plots"
+    metrics_file: PathStr = "metrics/eval.json"
+    plots_dir: PathStr = "plots"
 
     def headline_keys(self) -> list[str]:
         """Every per-game key of eval.json that `promote_on` may name."""
@@ -178,14 +223,14 @@ class EvaluationConfig(_Section):
 
 class DreamConfig(_Section):
     game: str = "BreakoutNoFrameskip-v4"
-    actions: str = Field("", description="Comma-separated names or minimal-set numbers.")
-    steps: int = Field(60, gt=0, description="Random actions when `actions` is empty.")
-    episode: int = Field(0, ge=0)
-    start: int = Field(0, ge=0)
-    seed: int = Field(0, ge=0)
-    upscale: int = Field(4, ge=1)
-    fps: int = Field(15, gt=0)
-    out_dir: str = "outputs"
+    actions: str = Field("", max_length=200_000, description="Comma-separated names or minimal-set numbers.")
+    steps: int = Field(60, gt=0, le=MAX_DREAM_STEPS, description="Random actions when `actions` is empty.")
+    episode: int = Field(0, ge=0, le=100_000)
+    start: int = Field(0, ge=0, le=MAX_FRAMES)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    upscale: int = Field(4, ge=1, le=16)
+    fps: int = Field(15, gt=0, le=240)
+    out_dir: PathStr = "outputs"
 
     @field_validator("game")
     @classmethod
@@ -194,13 +239,13 @@ class DreamConfig(_Section):
 
 
 class PlayConfig(_Section):
-    fps: int = Field(30, gt=0)
-    scale: int = Field(6, ge=1)
+    fps: int = Field(30, gt=0, le=240)
+    scale: int = Field(6, ge=1, le=16)
 
 
 class TrackingConfig(_Section):
-    uri: str = Field("sqlite:///mlflow.db", description="MLFLOW_TRACKING_URI overrides it.")
-    experiment: str = "arcadedreamer"
+    uri: PathStr = Field("sqlite:///mlflow.db", description="MLFLOW_TRACKING_URI overrides it.")
+    experiment: str = Field("arcadedreamer", min_length=1, max_length=256)
     register_models: bool = True
 
 
@@ -217,10 +262,12 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _heldout_seeds_unused_by_training(self) -> Params:
-        train = set(range(self.data.seed, self.data.seed + self.data.num_envs))
-        held = set(range(self.heldout.seed, self.heldout.seed + self.heldout.episodes_per_game))
-        if train & held:
+        train = range(self.data.seed, self.data.seed + self.data.num_envs)
+        held = range(self.heldout.seed, self.heldout.seed + self.heldout.episodes_per_game)
+        if train.start < held.stop and held.start < train.stop:
             raise ValueError("heldout.seed range overlaps the seeds data.seed gives training")
+        if held.stop - 1 > MAX_SEED or train.stop - 1 > MAX_SEED:
+            raise ValueError(f"seed + number of emulators must stay within {MAX_SEED}")
         needed = self.data.stack_size + self.evaluation.context + self.evaluation.horizons
         if self.heldout.frames_per_episode < needed:
             raise ValueError(
@@ -228,6 +275,43 @@ class Params(_Section):
                 f" + evaluation.horizons = {needed}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _outputs_apart(self) -> Params:
+        """Each stage replaces its output folder whole: two that are the same folder, or one
+        inside another, would let one stage delete another's results (e.g. held-out episodes
+        written over the training data)."""
+        outputs = self.output_dirs()
+        resolved = {key: Path(os.path.abspath(value)) for key, value in outputs.items()}
+        keys = list(outputs)
+        for key in keys:
+            if resolved[key] == Path(os.path.abspath(".")):
+                raise ValueError(f"{key} is the project folder itself; give it a folder of its own")
+        for i, a in enumerate(keys):
+            for b in keys[i + 1 :]:
+                pa, pb = resolved[a], resolved[b]
+                if pa == pb or pa in pb.parents or pb in pa.parents:
+                    raise ValueError(
+                        f"{a} ({outputs[a]}) and {b} ({outputs[b]}) overlap; each output needs a folder of its own"
+                    )
+        metrics_parent = Path(os.path.abspath(self.evaluation.metrics_file)).parent
+        for key in ("data.out_dir", "heldout.out_dir", "training.checkpoint_dir", "evaluation.plots_dir"):
+            if metrics_parent == resolved[key] or resolved[key] in metrics_parent.parents:
+                raise ValueError(
+                    f"evaluation.metrics_file lies inside {key}; put it beside, e.g. in metrics/"
+                )
+        return self
+
+    def output_dirs(self) -> dict[str, str]:
+        """The folders the stages replace, by key."""
+        return {
+            "data.out_dir": self.data.out_dir,
+            "heldout.out_dir": self.heldout.out_dir,
+            "training.checkpoint_dir": self.training.checkpoint_dir,
+            "training.metrics_dir": self.training.metrics_dir,
+            "evaluation.plots_dir": self.evaluation.plots_dir,
+            "dream.out_dir": self.dream.out_dir,
+        }
 
     def flat(self) -> dict[str, object]:
         """`{"vae.latent_dim": 64, …}`: the form MLflow logs."""
@@ -241,15 +325,45 @@ class Params(_Section):
 def _format_errors(source: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] not in ("value_error", "assertion_error") and "input" in err:
-                msg += f" (got {err['input']!r})"
-        lines.append(f"{source}: {key}: {msg}")
+                shown = repr(err["input"])
+                msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+        lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
     return "\n".join(lines)
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML for a config file: no aliases (an alias bomb expands to gigabytes), no duplicate
+    keys (the last one would silently win), and `1e-3` read as the number it looks like."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, "aliases (*name) are not allowed in a params file; write the value out", mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'; keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_ParamsLoader.add_implicit_resolver(  # YAML 1.2 floats without a dot (1e-3), which YAML 1.1 reads as text
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:
@@ -265,19 +379,46 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
         raise UserError(_format_errors(source, exc)) from None
 
 
+def read_params_text(path: Path) -> str:
+    """The file's text, read only from a regular file of sane size (a FIFO or /dev/zero would
+    block or fill memory)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; run from the project root or pass --params PATH") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}); pass --params PATH"
+        ) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{path}: is a directory; pass the params YAML file with --params PATH")
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{path}: not a regular file (a device, FIFO or socket); pass the params YAML file")
+    if info.st_size > MAX_PARAMS_BYTES:
+        raise UserError(f"{path}: {info.st_size} bytes; a params file is at most {MAX_PARAMS_BYTES} bytes")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PARAMS_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+    if len(data) > MAX_PARAMS_BYTES:
+        raise UserError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes; a params file is a few kB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; pass the params YAML file") from None
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file; run from the project root or pass --params PATH")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory; pass the params YAML file with --params PATH")
+    text = read_params_text(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file; pass the params YAML file") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a params file") from None
     return parse_params(raw, source=str(path))

@@ -28,6 +28,47 @@ def describe_os_error(path: Path, exc: OSError) -> str:
     return f"{path}: cannot write ({exc.strerror or exc})"
 
 
+SYSTEM_TREES = ("/proc", "/sys", "/dev")
+
+
+def check_output_path(path: str | Path, what: str, is_dir: bool = False, suffix: str | None = None) -> Path:
+    """Refuse, before any work, an output path that cannot end as a written file or folder."""
+    text = os.fspath(path)
+    if "\x00" in text:
+        raise UserError(f"{what}: {text!r} contains a NUL byte; give a normal path")
+    path = Path(text)
+    absolute = Path(os.path.abspath(path))
+    if any(absolute == Path(t) or Path(t) in absolute.parents for t in SYSTEM_TREES):
+        raise UserError(f"{what}: {path} is inside /{absolute.parts[1]}; choose a folder of your own")
+    if suffix and path.suffix.lower() != suffix:
+        raise UserError(f"{what}: {path} must end in {suffix} (the file written is {suffix[1:].upper()})")
+    ancestor = absolute  # the nearest part of the path that exists
+    while True:
+        try:
+            os.stat(ancestor)
+            break
+        except FileNotFoundError:
+            ancestor = ancestor.parent
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UserError(f"{what}: {path} goes through a symlink loop; give a real path") from None
+            if exc.errno == errno.ENOTDIR:
+                raise UserError(
+                    f"{what}: {path}: part of it is a file, not a folder; choose another path"
+                ) from None
+            raise UserError(f"{what}: {path}: {exc.strerror or exc}") from None
+    if ancestor == absolute:
+        if absolute.is_dir() != is_dir:
+            kind = "a directory" if absolute.is_dir() else "a file"
+            raise UserError(f"{what}: {path} is {kind}; give {'a folder' if is_dir else 'a file'} path")
+        ancestor = absolute if is_dir else absolute.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what}: {ancestor} is a file, so {path} cannot be created; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{what}: {ancestor} is not writable; choose a writable location")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[io.IOBase]:
     """Write to a temporary file beside `path`, fsync, then rename it over `path`."""

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import os
+import socket
 import subprocess
 import time
 import warnings
@@ -50,22 +51,75 @@ def tracking_uri(params: Params) -> str:
     return _USER_TRACKING_URI or params.tracking.uri
 
 
+HTTP_TIMEOUT_S = "10"  # per request to a tracking server, unless the user set MLflow's own variable
+HTTP_RETRIES = "2"
+_CURRENT_URI: str | None = None
+
+
+class TrackingError(UserError):
+    """The tracking store failed; the stage's own files (checkpoints, GIFs, metrics) are kept."""
+
+
+def _tracking_failure(exc: Exception) -> TrackingError:
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return TrackingError(
+        f"MLflow tracking at {_CURRENT_URI} failed ({first}); the stage's own output files are kept; "
+        "fix the store (or point MLFLOW_TRACKING_URI elsewhere) and run again"
+    )
+
+
 def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.25) -> T:
-    """SQLite answers "database is locked" while another stage writes; wait and try again."""
+    """SQLite answers "database is locked" while another stage writes; wait and try again.
+    Any other failure of the store becomes one line (TrackingError), not a traceback."""
     for attempt in range(attempts):
         try:
             return fn()
+        except UserError:
+            raise
         except Exception as exc:  # mlflow wraps sqlalchemy's OperationalError in its own types
             if "locked" not in str(exc).lower() or attempt == attempts - 1:
-                raise
+                raise _tracking_failure(exc) from None
             time.sleep(delay * (2**attempt))
     raise AssertionError("unreachable")
 
 
+def check_store(uri: str) -> None:
+    """Fail fast, in one line, on a store MLflow would retry for minutes or trace back on."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if path.is_dir():
+            raise UserError(f"tracking: {path} is a directory, not an MLflow SQLite database; move it away")
+        if path.exists():
+            with open(path, "rb") as handle:
+                header = handle.read(16)
+            if header and header != b"SQLite format 3\x00":
+                raise UserError(
+                    f"tracking: {path} is not an SQLite database (damaged or another file); "
+                    "move it away to start a new one, or restore it"
+                )
+    elif uri.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit
+
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
+        parts = urlsplit(uri)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=5).close()
+        except OSError as exc:
+            raise UserError(
+                f"tracking: the MLflow server {parts.scheme}://{parts.hostname}:{port} does not answer "
+                f"({exc.strerror or exc}); start it (make server) or point MLFLOW_TRACKING_URI elsewhere"
+            ) from None
+
+
 def setup(params: Params) -> str:
     """Point MLflow at the configured store and make sure the experiment exists."""
+    global _CURRENT_URI
     mlflow = _mlflow()
     uri = tracking_uri(params)
+    check_store(uri)
+    _CURRENT_URI = uri
     mlflow.set_tracking_uri(uri)
     name = params.tracking.experiment
     if uri.startswith("sqlite:///"):
@@ -77,7 +131,7 @@ def setup(params: Params) -> str:
                 mlflow.create_experiment(name, artifact_location=(db_dir / "mlruns").as_uri())
             except Exception as exc:  # created meanwhile by a parallel stage
                 if "already exists" not in str(exc).lower() and "locked" not in str(exc).lower():
-                    raise
+                    raise _tracking_failure(exc) from None
     with_retry(lambda: mlflow.set_experiment(name))
     return uri
 

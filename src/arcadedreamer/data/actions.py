@@ -11,6 +11,8 @@ import functools
 
 import numpy as np
 
+from arcadedreamer.config import MAX_DREAM_STEPS
+from arcadedreamer.data.atari import minimal_action_set
 from arcadedreamer.errors import UserError
 
 # ALE's canonical full action set (ale_py.Action order).
@@ -27,15 +29,7 @@ ACTION_ID = {name: i for i, name in enumerate(FULL_ACTIONS)}
 @functools.cache
 def minimal_action_ids(game_id: str) -> tuple[int, ...]:
     """The game's minimal action set as full-action ids, in the game's own order."""
-    import ale_py
-    import gymnasium as gym
-
-    gym.register_envs(ale_py)
-    env = gym.make(game_id)
-    try:
-        return tuple(int(getattr(a, "value", a)) for a in env.unwrapped.ale.getMinimalActionSet())
-    finally:
-        env.close()
+    return minimal_action_set(game_id)
 
 
 def minimal_action_names(game_id: str) -> list[str]:
@@ -60,6 +54,11 @@ def parse_actions(text: str, game_id: str) -> list[int]:
     valid = f"valid actions for {game_id}: {describe_actions(game_id)} (or any of {', '.join(FULL_ACTIONS)})"
     if not text.strip():
         raise UserError(f"--actions is empty; {valid}")
+    count = text.count(",") + 1
+    if count > MAX_DREAM_STEPS:
+        raise UserError(
+            f"--actions: {count} actions; at most {MAX_DREAM_STEPS} (use --steps for long random dreams)"
+        )
     actions = []
     for position, raw in enumerate(text.split(","), start=1):
         token = raw.strip()

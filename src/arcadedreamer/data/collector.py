@@ -29,6 +29,7 @@ shared memory the processes write into directly).
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import multiprocessing
 import multiprocessing.connection
@@ -43,19 +44,11 @@ from tqdm import tqdm
 
 from arcadedreamer import interrupts
 from arcadedreamer.data.actions import NUM_ACTIONS
+from arcadedreamer.data.atari import open_emulator, rom_path
 from arcadedreamer.data.objects import RAM_SIZE
 from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import library_versions, save_game_data
 from arcadedreamer.fileio import exclusive_lock
-
-
-def rom_path(game_id: str) -> str:
-    """`SpaceInvadersNoFrameskip-v4` → the ROM inside the ale-py wheel (`…/space_invaders.bin`)."""
-    import ale_py
-    import gymnasium as gym
-
-    gym.register_envs(ale_py)
-    return str(ale_py.roms.get_rom_path(gym.spec(game_id).kwargs["game"]))
 
 
 class HeldRandomPolicy:
@@ -96,23 +89,6 @@ def action_schedule(num_envs: int, rows: int, hold_min: int, hold_max: int, seed
 
 SCREEN = (210, 160)  # ALE's screen (height, width)
 PROGRESS_EVERY = 1024  # rows between a worker's progress reports
-
-
-def open_emulator(rom: str, seed: int, max_episode_frames: int = 0):
-    """A raw ALE emulator as the NoFrameskip-v4 ids configure it (no sticky actions).
-
-    With `max_episode_frames`, ALE itself truncates episodes: the step that reaches the limit
-    is emulated and then reports game over (`max_num_frames_per_episode`, as AtariEnv sets it).
-    """
-    import ale_py
-
-    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
-    ale = ale_py.ALEInterface()
-    ale.setInt("random_seed", seed)
-    ale.setFloat("repeat_action_probability", 0.0)
-    ale.setInt("max_num_frames_per_episode", max_episode_frames)
-    ale.loadROM(rom)
-    return ale
 
 
 def make_resizer(frame_size: int) -> AreaResizer | None:
@@ -171,6 +147,7 @@ class _Shared:
     arrived_rewards: np.ndarray  # (N,) float32, the reward that came with this row
     ends: np.ndarray  # (N,) bool, this row is its episode's last frame
     progress: np.ndarray  # (num_envs,) int64, rows done per emulator
+    parent: int  # the collecting process: helpers die with it
 
 
 def _shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -178,15 +155,30 @@ def _shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
-def _leave_interrupts_to_the_parent() -> None:
-    """In a forked helper: the parent's handlers would raise KeyboardInterrupt here too."""
+def _leave_interrupts_to_the_parent(parent: int) -> None:
+    """In a forked helper: the parent's handlers would raise KeyboardInterrupt here too, and a
+    parent killed outright (kill -9) must take its helpers with it (they hold its lock)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops helpers with SIGTERM
+    die_with_parent(parent)
 
 
-def _draw_schedule(actions: np.ndarray, quotas: np.ndarray, hold_min: int, hold_max: int, seed: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _draw_schedule(
+    actions: np.ndarray, quotas: np.ndarray, hold_min: int, hold_max: int, seed: int, parent: int
+) -> None:
     """Writes each emulator's row of the action schedule into its block of the shared `actions`."""
-    _leave_interrupts_to_the_parent()
+    _leave_interrupts_to_the_parent(parent)
     schedule = action_schedule(len(quotas), int(quotas.max()), hold_min, hold_max, seed)
     actions[:] = np.concatenate([schedule[i, :quota] for i, quota in enumerate(quotas)])
 
@@ -196,7 +188,7 @@ def _play_emulator(shared: _Shared, index: int, start: int, quota: int) -> None:
 
     Runs in a process forked for this emulator alone, so the inherited emulator is as loaded.
     """
-    _leave_interrupts_to_the_parent()
+    _leave_interrupts_to_the_parent(shared.parent)
     ale = shared.emulator
     action_set = ale.getLegalActionSet()  # all 18, in ALE's canonical order
     reader = FrameReader(shared.frame_size, shared.resizer)
@@ -285,11 +277,14 @@ def collect_game(
         ram=_shared_array((total_frames, RAM_SIZE), np.uint8),
         arrived_rewards=_shared_array((total_frames,), np.float32),
         ends=_shared_array((total_frames,), np.bool_), progress=_shared_array((num_envs,), np.int64),
+        parent=os.getpid(),
     )  # fmt: skip
     context = multiprocessing.get_context("fork")
     # Drawing the schedule and loading the ROM take ~0.1 s each on one core: done side by side.
     drawer = context.Process(
-        target=_draw_schedule, args=(shared.actions, quotas, hold_min, hold_max, seed), daemon=True
+        target=_draw_schedule,
+        args=(shared.actions, quotas, hold_min, hold_max, seed, shared.parent),
+        daemon=True,
     )
     drawer.start()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from arcadedreamer.data.atari import make_env
 from arcadedreamer.data.preprocessing import preprocess_frame
 
 
@@ -11,11 +12,7 @@ class Emulator:
     """`…NoFrameskip-v4` with the full 18-action space and no sticky actions (as collected)."""
 
     def __init__(self, game_id: str, frame_size: int = 64):
-        import ale_py
-        import gymnasium as gym
-
-        gym.register_envs(ale_py)
-        self.env = gym.make(game_id, full_action_space=True, repeat_action_probability=0.0)
+        self.env = make_env(game_id)
         self.frame_size = frame_size
         self.rgb: np.ndarray | None = None
         self.score = 0.0

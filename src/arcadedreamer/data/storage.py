@@ -118,7 +118,10 @@ def read_manifest(game_dir: str | Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
         manifest["files"], manifest["content_hash"]  # noqa: B018 - must be present
-    except (ValueError, KeyError, TypeError):
+        rows = manifest.get("streams", {"rows": []})["rows"]
+        if not all(isinstance(r, list) and len(r) == 3 and all(type(v) is int for v in r) for r in rows):
+            raise ValueError("streams.rows")
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"{path}: corrupt manifest; {recollect}") from None
     return manifest
 

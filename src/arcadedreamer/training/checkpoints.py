@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -80,16 +79,66 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
             f"{path}: refused: it is not a plain-tensor checkpoint (loading uses weights_only=True "
             "and never runs pickled code)"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # torch.load raises many types (KeyError, RuntimeError, …) for other files
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
         raise UserError(
             f"{path}: corrupt or truncated checkpoint ({reason}); retrain or restore it"
         ) from None
     if not isinstance(checkpoint, dict) or "stage" not in checkpoint or "model" not in checkpoint:
         raise UserError(f"{path}: not an ArcadeDreamer checkpoint (no stage/model entries)")
+    if checkpoint["stage"] not in ("vae", "dynamics"):
+        raise UserError(
+            f"{path}: unknown stage {str(checkpoint['stage'])[:40]!r}; not an ArcadeDreamer checkpoint"
+        )
     if stage is not None and checkpoint["stage"] != stage:
         raise UserError(f"{path}: is a {checkpoint['stage']} checkpoint, expected a {stage} checkpoint")
+    problem = schema_problem(checkpoint)
+    if problem:
+        raise UserError(f"{path}: damaged checkpoint: {problem}; retrain or restore it")
     return checkpoint
+
+
+ARCH_KEYS = {
+    "vae": ("stack_size", "frame_size", "latent_dim"),
+    "dynamics": ("latent_dim", "num_actions", "hidden_size"),
+}
+
+
+def schema_problem(checkpoint: dict) -> str | None:
+    """What is wrong with a loaded checkpoint's layout, or None: every entry the loaders read,
+    with its type, and weights whose names and shapes are those of the architecture it states."""
+    parts = [("arch", "model", checkpoint["stage"])]
+    if checkpoint["stage"] == "dynamics":
+        parts.append(("vae_arch", "vae", "vae"))
+    for arch_key, weights_key, kind in parts:
+        arch = checkpoint.get(arch_key)
+        if not isinstance(arch, dict):
+            return f"'{arch_key}' is missing or not a mapping"
+        for name in ARCH_KEYS[kind]:
+            value = arch.get(name)
+            if type(value) is not int or not 0 < value <= 65_536:
+                return f"{arch_key}.{name} is {str(value)[:40]!r}, not a positive integer"
+        weights = checkpoint.get(weights_key)
+        if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+            return f"'{weights_key}' is missing or not a mapping of tensors"
+        expected = (VAE(arch["stack_size"], arch["latent_dim"]) if kind == "vae"
+                    else Dynamics(arch["latent_dim"], arch["num_actions"], arch["hidden_size"])).state_dict()  # fmt: skip
+        if set(weights) != set(expected):
+            missing = sorted(set(expected) - set(weights)) or sorted(set(weights) - set(expected))
+            return f"'{weights_key}' does not hold the {kind} model's weights (e.g. {missing[0]})"
+        for name, tensor in expected.items():
+            if weights[name].shape != tensor.shape:
+                return (f"'{weights_key}.{name}' has shape {tuple(weights[name].shape)}, "
+                        f"its architecture needs {tuple(tensor.shape)}")  # fmt: skip
+    means = checkpoint.get("mean_frames")
+    if not isinstance(means, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) and v.dim() == 2 for k, v in means.items()
+    ):
+        return "'mean_frames' is missing or not a mapping of game → 2-D tensor"
+    if type(checkpoint.get("epoch")) is not int:
+        return "'epoch' is missing or not an integer"
+    return None
 
 
 def check_arch(checkpoint: dict, expected: dict[str, int], path: str | Path, key: str = "arch") -> None:

@@ -76,9 +76,22 @@ def maybe_compile(module: torch.nn.Module, params: Params) -> torch.nn.Module:
 
 
 def train_step(model, losses: dict[str, torch.Tensor], optimizer, grad_clip: float) -> None:
+    """One optimizer step; a loss or gradient that is not finite stops training before it
+    reaches the weights, so the last checkpoint stays good and nothing diverged is registered."""
+    loss = losses["loss"]
+    if not torch.isfinite(loss.detach()).item():
+        raise UserError(
+            f"training diverged: the loss became {loss.item()} (lr {optimizer.param_groups[0]['lr']:.3g}); "
+            "lower training.lr or training.grad_clip and run again (earlier checkpoints are intact)"
+        )
     optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if not torch.isfinite(norm).item():
+        raise UserError(
+            f"training diverged: the gradient norm became {norm.item()}; lower training.lr and run again "
+            "(earlier checkpoints are intact)"
+        )
     optimizer.step()
 
 
