@@ -80,8 +80,11 @@ path = tracking.resolve_model_checkpoint("models:/{tracking.DYNAMICS_MODEL}@late
 model, _ = load_world_model(path, params)
 stacks = torch.linspace(0, 1, 2 * 4 * 64 * 64).reshape(2, 4, 64, 64)
 np.save("ours.npy", model.decode(model.encode(stacks)).numpy())
-pyfunc = mlflow.pyfunc.load_model("models:/{tracking.DYNAMICS_MODEL}@latest")
+pyfunc = mlflow.pyfunc.load_model("models:/{tracking.VAE_MODEL}@latest")
 np.save("pyfunc.npy", pyfunc.predict(stacks.numpy()))
+world = mlflow.pyfunc.load_model("models:/{tracking.DYNAMICS_MODEL}@latest")
+context = torch.stack([stacks, stacks.flip(0)], 1)  # (2, 2, 4, 64, 64)
+np.save("dream.npy", world.predict(context.numpy(), params={{"actions": [0, 1, 3, 3]}}))
 """
     subprocess.run(
         [sys.executable, "-c", script], cwd=trained.root, check=True, capture_output=True, timeout=300
@@ -89,7 +92,17 @@ np.save("pyfunc.npy", pyfunc.predict(stacks.numpy()))
     import numpy as np
 
     np.testing.assert_array_equal(np.load(trained.root / "ours.npy"), local.numpy())
-    np.testing.assert_array_equal(np.load(trained.root / "pyfunc.npy"), local.numpy())
+    vae = ckpt.vae_from_checkpoint(ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "vae")))
+    with torch.no_grad():
+        np.testing.assert_array_equal(
+            np.load(trained.root / "pyfunc.npy"), vae.decode(vae.encode(stacks)).numpy()
+        )
+    context = torch.stack([stacks, stacks.flip(0)], 1)
+    latents = model.encode(context.reshape(4, 4, 64, 64)).reshape(2, 2, -1)
+    actions = torch.tensor([[0, 1, 3, 3]] * 2)
+    imagined = model.imagine(latents, actions[:, :1], actions[:, 1:])
+    expected = model.decode(imagined.reshape(6, -1))[:, -1].reshape(2, 3, 64, 64)
+    np.testing.assert_allclose(np.load(trained.root / "dream.npy"), expected.numpy(), atol=1e-6)
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(trained, tmp_path):

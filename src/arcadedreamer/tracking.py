@@ -132,7 +132,11 @@ def setup(params: Params) -> str:
             except Exception as exc:  # created meanwhile by a parallel stage
                 if "already exists" not in str(exc).lower() and "locked" not in str(exc).lower():
                     raise _tracking_failure(exc) from None
-    with_retry(lambda: mlflow.set_experiment(name))
+    experiment = with_retry(lambda: mlflow.set_experiment(name))
+    if experiment.tags.get("mlflow.experimentKind") != "custom_model_development":
+        # the UI opens this experiment on its training runs, not on its GenAI traces page
+        with_retry(lambda: mlflow.MlflowClient().set_experiment_tag(
+            experiment.experiment_id, "mlflow.experimentKind", "custom_model_development"))  # fmt: skip
     return uri
 
 
@@ -202,19 +206,50 @@ def set_tags(tags: dict[str, str]) -> None:
     with_retry(lambda: _mlflow().set_tags(tags))
 
 
+def model_signature(name: str, context: int = 4):
+    """What a registered version takes and returns (registry_model.py), with an input example."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    if name == VAE_MODEL:
+        stacks = TensorSpec(np.dtype(np.float32), (-1, 4, 64, 64))
+        signature = ModelSignature(inputs=Schema([stacks]), outputs=Schema([stacks]))
+        return signature, np.zeros((1, 4, 64, 64), dtype=np.float32), None
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, 4, 64, 64))])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, 64, 64))])
+    actions = [0] * (context - 1) + [1, 3, 3, 4]  # NOOPs between the context stacks; FIRE, RIGHT ×2, LEFT
+    params = ParamSchema([ParamSpec("actions", "long", actions, (-1,))])
+    example = np.zeros((1, context, 4, 64, 64), dtype=np.float32)
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params), example, {"actions": actions}
+
+
 def register_checkpoint(name: str, checkpoint: str | Path, tags: dict[str, str]) -> str:
-    """Log `checkpoint` as this run's model and register it as a new version of `name`."""
+    """Log `checkpoint` as this run's model and register it as a new version of `name`.
+
+    The artifact carries the package's code (`code_paths`), so it loads and serves wherever
+    mlflow, torch and numpy are installed."""
     mlflow = _mlflow()
     import torch
 
-    info = with_retry(
-        lambda: mlflow.pyfunc.log_model(
-            name="world_model" if name == DYNAMICS_MODEL else "vae",
-            python_model=str(_REGISTRY_CODE),
-            artifacts={"checkpoint": str(checkpoint)},
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+    import arcadedreamer
+
+    signature, example, example_params = model_signature(name)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        info = with_retry(
+            lambda: mlflow.pyfunc.log_model(
+                name="world_model" if name == DYNAMICS_MODEL else "vae",
+                python_model=str(_REGISTRY_CODE),
+                artifacts={"checkpoint": str(checkpoint)},
+                code_paths=[str(Path(arcadedreamer.__file__).parent)],
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    "numpy",
+                    f"mlflow=={mlflow.__version__}",
+                ],
+                signature=signature,
+                input_example=(example, example_params) if example_params else example,
+            )
         )
-    )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         version = with_retry(lambda: mlflow.register_model(info.model_uri, name))
     client = mlflow.MlflowClient()
