@@ -10,15 +10,20 @@ export PATH := $(BIN):$(PATH)
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-# The CPU-sized setting of `make quickstart`: one game, more epochs (see README).
-QUICKSTART := -S 'data.games=[BreakoutNoFrameskip-v4]' -S data.frames_per_game=5000 \
-	-S vae.epochs=12 -S dynamics.epochs=30 -S training.batch_size=32 -S training.lr=0.001 \
-	-S training.checkpoint_every=5 -S dream.game=BreakoutNoFrameskip-v4
+# The CPU-sized setting of `make quickstart`: one game (GAME=…), 50 000 frames, short training
+# (README: results and ablation). `make quickstart-long` trains longer (under an hour here).
+GAME ?= BreakoutNoFrameskip-v4
+QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S training.batch_size=32 \
+	-S training.lr=0.001 -S training.checkpoint_every=1 -S dream.game=$(GAME)
+QUICKSTART := $(QUICKSTART_COMMON) -S vae.epochs=2 -S dynamics.epochs=3
+QUICKSTART_LONG := $(QUICKSTART_COMMON) -S vae.epochs=8 -S dynamics.epochs=12
+# dvc exp run writes the experiment's values into params.yaml; the quickstart puts yours back
+KEEP_PARAMS = cp params.yaml .params.yaml.before-quickstart && trap 'mv -f .params.yaml.before-quickstart params.yaml' EXIT
 
-.PHONY: help install data repro quickstart ui dream play bench test lint clean audit
+.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui dream play bench test lint clean audit
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -47,12 +52,36 @@ data: install ## Get data/heldout pinned by data.dvc: pull from the DVC remote, 
 	fi
 
 repro: data mlflow.db ## Run the whole pipeline with params.yaml (dvc repro)
+	@$(BIN)/python -c "from arcadedreamer.config import load_params as l; p = l(); print(f'dvc repro with params.yaml: {len(p.data.games)} game(s) x {p.data.frames_per_game} frames, {p.vae.epochs} VAE + {p.dynamics.epochs} dynamics epochs, batch {p.training.batch_size}, device {p.training.device}')"
 	ARCADEDREAMER_PIPELINE_ID=$$(date +%Y%m%d-%H%M%S) dvc repro
 
-quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CPU setting (dvc exp run, ~10 min)
-	ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART)
+quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CPU setting (dvc exp run, ~10 min; GAME=…)
+	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART)
+	@$(MAKE) --no-print-directory quickstart-summary
+
+quickstart-long: data mlflow.db ## The quickstart trained 4x longer (under an hour on 2 CPU cores; GAME=…)
+	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-long-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_LONG)
+	@$(MAKE) --no-print-directory quickstart-summary
+
+# The ball ablation (README): the quickstart with each VAE setting, one DVC experiment each.
+ABLATION = "-S vae.loss=sse -S vae.input_norm=false -S vae.surprise_weight=0" \
+	"-S vae.loss=bce -S vae.input_norm=false -S vae.surprise_weight=0" \
+	"-S vae.loss=bce -S vae.input_norm=true -S vae.surprise_weight=0" \
+	"-S vae.loss=bce -S vae.input_norm=false -S vae.surprise_weight=0.5" \
+	"-S vae.loss=sse -S vae.input_norm=true -S vae.surprise_weight=0.5" \
+	"-S vae.loss=bce -S vae.input_norm=true -S vae.surprise_weight=0.5"
+ABLATION_COLUMNS = 'vae\.(loss|input_norm|surprise_weight)|recon_ball_recall|ball_recall_h(1|10|50)_(model|copy_last)|recon_psnr|psnr_h10_gain|false_ball_rate_h10_model'
+
+ablation: data mlflow.db ## Which VAE setting keeps the ball: six quickstart experiments (~1 h), then their table
+	@$(KEEP_PARAMS); for setting in $(ABLATION); do \
+		ARCADEDREAMER_PIPELINE_ID=ablation-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $$setting || exit 1; \
+	done
+	dvc exp show --md --drop '.*' --keep $(ABLATION_COLUMNS) --sort-by recon_ball_recall
+
+quickstart-summary:
 	@dvc metrics show
-	@echo "Dream: outputs/dream_BreakoutNoFrameskip-v4.gif   Scores: metrics/eval.json, plots/eval_curves.png"
+	@echo "Dream: outputs/dream_$(GAME).gif   Scores: metrics/eval.json, plots/eval_curves.png"
+	@echo "params.yaml is as it was (the quickstart's values live in the experiment: dvc exp show)"
 	@echo "Compare experiments: dvc exp show   MLflow UI: make ui"
 
 ui: install mlflow.db ## Start the MLflow UI on http://127.0.0.1:5000 (runs, images, GIFs, registry)

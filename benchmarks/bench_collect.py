@@ -54,10 +54,17 @@ def collect_fps(game_id: str, frames: int, cores: int) -> float:
     data = Params().data
     start = time.perf_counter()
     collect_game(
-        game_id, frames, num_envs=data.num_envs, seed=0, frame_size=data.frame_size,
-        hold_min=data.action_hold_min, hold_max=data.action_hold_max,
-        max_episode_frames=data.max_episode_frames, num_workers=cores, progress=False,
-    )  # fmt: skip
+        game_id,
+        frames,
+        num_envs=data.num_envs,
+        seed=0,
+        frame_size=data.frame_size,
+        hold_min=data.action_hold_min,
+        hold_max=data.action_hold_max,
+        max_episode_frames=data.max_episode_frames,
+        num_workers=cores,
+        progress=False,
+    )
     return frames / (time.perf_counter() - start)
 
 
@@ -98,12 +105,23 @@ def main(frames: int = 50_000, repeats: int = 5) -> list[dict]:
         startup = statistics.median(startup_seconds(game, cores) for _ in range(repeats))
         steady = frames / (frames / ours - startup)  # collect's rate once its emulators run
         single = gym_cv2_fps(game, frames // 10)
-        rows.append({"game": game, "bare": bare, "collect": ours, "steady": steady, "startup": startup,
-                     "gym_cv2": single})  # fmt: skip
-        print(f"{game}: collect {ours:,.0f} frames/s, bare emulator ({cores} processes) {bare:,.0f} "
-              f"({ours / bare:.2f}x; runs {[round(r) for r in collect_runs]} vs {[round(r) for r in bare_runs]}), "
-              f"start-up {startup:.2f} s, without it {steady:,.0f} ({steady / bare:.2f}x), "
-              f"single gymnasium+cv2 loop {single:,.0f} ({ours / single:.2f}x)", flush=True)  # fmt: skip
+        rows.append(
+            {
+                "game": game,
+                "bare": bare,
+                "collect": ours,
+                "steady": steady,
+                "startup": startup,
+                "gym_cv2": single,
+            }
+        )
+        print(
+            f"{game}: collect {ours:,.0f} frames/s, bare emulator ({cores} processes) {bare:,.0f} "
+            f"({ours / bare:.2f}x; runs {[round(r) for r in collect_runs]} vs {[round(r) for r in bare_runs]}), "
+            f"start-up {startup:.2f} s, without it {steady:,.0f} ({steady / bare:.2f}x), "
+            f"single gymnasium+cv2 loop {single:,.0f} ({ours / single:.2f}x)",
+            flush=True,
+        )
     return rows
 
 

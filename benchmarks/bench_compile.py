@@ -43,9 +43,12 @@ def main(seconds: float = 10.0) -> dict:
     for name, make_step in steps.items():
         eager, compiled, compile_seconds = compare(make_step, seconds)
         results[name] = {"eager": eager, "compiled": compiled, "compile_seconds": compile_seconds}
-        print(f"torch.compile {name} step: eager {eager:,.0f} samples/s, compiled {compiled:,.0f} "
-              f"({compiled / eager:.2f}x; medians of alternating windows), compile time "
-              f"{compile_seconds:.0f} s", flush=True)  # fmt: skip
+        print(
+            f"torch.compile {name} step: eager {eager:,.0f} samples/s, compiled {compiled:,.0f} "
+            f"({compiled / eager:.2f}x; medians of alternating windows), compile time "
+            f"{compile_seconds:.0f} s",
+            flush=True,
+        )
     return results
 
 

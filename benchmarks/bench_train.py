@@ -30,19 +30,35 @@ def make_project(root: Path, frames: int, **overrides) -> Path:
 
     params = {
         "data": {"games": [GAME], "frames_per_game": frames, "out_dir": str(root / "data")},
-        "vae": {"epochs": 1}, "dynamics": {"epochs": 1},
-        "training": {"checkpoint_dir": str(root / "ck"), "metrics_dir": str(root / "metrics"),
-                     "checkpoint_every": 1000, "device": "cpu", "val_fraction": 0.0},
+        "vae": {"epochs": 1},
+        "dynamics": {"epochs": 1},
+        "training": {
+            "checkpoint_dir": str(root / "ck"),
+            "metrics_dir": str(root / "metrics"),
+            "checkpoint_every": 1000,
+            "device": "cpu",
+            "val_fraction": 0.0,
+        },
         "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "register_models": False},
-    }  # fmt: skip
+    }
     for section, values in overrides.items():
         params[section].update(values)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     if not (root / "data" / GAME).exists():
-        collect_to_disk([GAME], frames, root / "data", seed=0, num_envs=8, frame_size=64, hold_min=1, hold_max=8,
-                        max_episode_frames=10_000, progress=False)  # fmt: skip
+        collect_to_disk(
+            [GAME],
+            frames,
+            root / "data",
+            seed=0,
+            num_envs=8,
+            frame_size=64,
+            hold_min=1,
+            hold_max=8,
+            max_episode_frames=10_000,
+            progress=False,
+        )
     return path
 
 
@@ -163,21 +179,29 @@ def main(frames: int = 6000, epochs: int = 3) -> dict:
             ours = trainer_rates(params, stage)
             bare = (before + bare_rate()) / 2
             results[stage] = {"trainer": ours["epoch"], "whole": ours["whole"], "bare": bare}
-            print(f"{stage} training: trainer loop {ours['epoch']:,.0f} {unit} (epoch {epochs} of {epochs}), "
-                  f"bare loop {bare:,.0f} ({ours['epoch'] / bare:.2f}x); whole command {ours['whole']:,.0f} "
-                  f"{unit} ({ours['whole'] / bare:.2f}x: start-up, validation, checkpoints)", flush=True)  # fmt: skip
+            print(
+                f"{stage} training: trainer loop {ours['epoch']:,.0f} {unit} (epoch {epochs} of {epochs}), "
+                f"bare loop {bare:,.0f} ({ours['epoch'] / bare:.2f}x); whole command {ours['whole']:,.0f} "
+                f"{unit} ({ours['whole'] / bare:.2f}x: start-up, validation, checkpoints)",
+                flush=True,
+            )
         flops = vae_flops(128)
         achieved = flops * results["vae"]["bare"] / 128
         peak = matmul_peak()
         results["flops"] = {"per_step": flops, "achieved": achieved, "matmul_peak": peak}
-        print(f"VAE step: {flops / 1e9:.1f} GFLOP per batch of 128, {achieved / 1e9:.1f} GFLOP/s achieved, "
-              f"{achieved / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s an fp32 2048² matmul reaches", flush=True)  # fmt: skip
+        print(
+            f"VAE step: {flops / 1e9:.1f} GFLOP per batch of 128, {achieved / 1e9:.1f} GFLOP/s achieved, "
+            f"{achieved / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s an fp32 2048² matmul reaches",
+            flush=True,
+        )
         memory = memory_slope(root, 4 * frames, 20 * frames)
         results["memory"] = memory
         (raw1, rss1), (raw2, rss2) = memory["points"]
-        print(f"memory: VAE training peaks at {rss1:.0f} MiB RSS on {raw1:.0f} MiB of frames and {rss2:.0f} MiB on "
-              f"{raw2:.0f} MiB → {memory['slope']:.2f} MiB per MiB of frames + {memory['fixed_mib']:.0f} MiB fixed",
-              flush=True)  # fmt: skip
+        print(
+            f"memory: VAE training peaks at {rss1:.0f} MiB RSS on {raw1:.0f} MiB of frames and {rss2:.0f} MiB on "
+            f"{raw2:.0f} MiB → {memory['slope']:.2f} MiB per MiB of frames + {memory['fixed_mib']:.0f} MiB fixed",
+            flush=True,
+        )
     return results
 
 

@@ -48,7 +48,7 @@ def vae_training_step(batch: int, compiled: bool = False):
     net = torch.compile(model) if compiled else model
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     frames = torch.rand(batch, 4, 64, 64)  # (B, stack, H, W) in [0, 1]
-    return lambda: train_step(model, vae_loss(frames, *net(frames), beta=1e-4), optimizer, 1.0)
+    return lambda: train_step(model, vae_loss(frames, *net(frames), beta=1e-4, loss="bce"), optimizer, 1.0)
 
 
 def dynamics_training_step(batch: int, seq_len: int, compiled: bool = False):

@@ -26,18 +26,35 @@ CLI = [sys.executable, "-m", "arcadedreamer"]
 def tiny_params_dict(root: Path, games: list[str], frames: int = 600) -> dict:
     """A CPU-second-sized configuration, every path under `root`."""
     return {
-        "data": {"games": games, "frames_per_game": frames, "num_envs": 2, "num_workers": 1,
-                 "out_dir": str(root / "data/collected")},
+        "data": {
+            "games": games,
+            "frames_per_game": frames,
+            "num_envs": 2,
+            "num_workers": 1,
+            "out_dir": str(root / "data/collected"),
+        },
         "heldout": {"episodes_per_game": 2, "frames_per_episode": 60, "out_dir": str(root / "data/heldout")},
         "vae": {"epochs": 1, "latent_dim": 64},
         "dynamics": {"epochs": 1, "seq_len": 8, "context": 2, "hidden_size": 32},
-        "training": {"batch_size": 32, "checkpoint_every": 1, "device": "cpu", "num_threads": 1,
-                     "checkpoint_dir": str(root / "checkpoints"), "metrics_dir": str(root / "metrics")},
-        "evaluation": {"horizons": 10, "context": 4, "headline_horizons": [1, 5, 10], "promote_on": "psnr_h10_gain",
-                       "metrics_file": str(root / "metrics/eval.json"), "plots_dir": str(root / "plots")},
+        "training": {
+            "batch_size": 32,
+            "checkpoint_every": 1,
+            "device": "cpu",
+            "num_threads": 1,
+            "checkpoint_dir": str(root / "checkpoints"),
+            "metrics_dir": str(root / "metrics"),
+        },
+        "evaluation": {
+            "horizons": 10,
+            "context": 4,
+            "headline_horizons": [1, 5, 10],
+            "promote_on": "psnr_h10_gain",
+            "metrics_file": str(root / "metrics/eval.json"),
+            "plots_dir": str(root / "plots"),
+        },
         "dream": {"game": games[0], "steps": 6, "out_dir": str(root / "outputs")},
         "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}"},
-    }  # fmt: skip
+    }
 
 
 def write_params(root: Path, params: dict) -> Path:
@@ -68,11 +85,31 @@ def trained(tmp_path_factory):
     params = load_params(path)
     data, held = params.data, params.heldout
     common = dict(frame_size=64, hold_min=1, hold_max=8, num_workers=1, progress=False)
-    collect_to_disk(games, data.frames_per_game, data.out_dir, seed=data.seed, num_envs=data.num_envs,
-                    max_episode_frames=data.max_episode_frames, **common)  # fmt: skip
-    collect_to_disk(games, held.episodes_per_game * held.frames_per_episode, held.out_dir, seed=held.seed,
-                    num_envs=held.episodes_per_game, max_episode_frames=held.frames_per_episode, **common)  # fmt: skip
+    collect_to_disk(
+        games,
+        data.frames_per_game,
+        data.out_dir,
+        seed=data.seed,
+        num_envs=data.num_envs,
+        max_episode_frames=data.max_episode_frames,
+        **common,
+    )
+    collect_to_disk(
+        games,
+        held.episodes_per_game * held.frames_per_episode,
+        held.out_dir,
+        seed=held.seed,
+        num_envs=held.episodes_per_game,
+        max_episode_frames=held.frames_per_episode,
+        **common,
+    )
     vae_summary = train_vae(params, progress=False)
     dyn_summary = train_dynamics(params, progress=False)
-    return SimpleNamespace(root=root, params=params, params_path=path, games=games,
-                           vae_summary=vae_summary, dynamics_summary=dyn_summary)  # fmt: skip
+    return SimpleNamespace(
+        root=root,
+        params=params,
+        params_path=path,
+        games=games,
+        vae_summary=vae_summary,
+        dynamics_summary=dyn_summary,
+    )

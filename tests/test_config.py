@@ -25,7 +25,13 @@ def test_project_params_file_has_the_original_defaults():
     assert params.dynamics.scheduled_sampling_prob == 0.5
     t = params.training
     assert (t.batch_size, t.lr, t.weight_decay, t.grad_clip, t.scheduler, t.checkpoint_every) == (
-        128, 3e-4, 1e-5, 1.0, "cosine", 10)  # fmt: skip
+        128,
+        3e-4,
+        1e-5,
+        1.0,
+        "cosine",
+        10,
+    )
     assert params.model_dump() == Params().model_dump(), "params.yaml and the pydantic defaults agree"
 
 
@@ -36,13 +42,22 @@ def test_project_params_file_has_the_original_defaults():
         ({"vea": {}}, "params.yaml: vea: unknown key"),
         ({"vae": {"latent_dim": "big"}}, "params.yaml: vae.latent_dim: Input should be a valid integer"),
         ({"vae": {"latent_dim": -3}}, "params.yaml: vae.latent_dim: Input should be greater than 0"),
-        ({"data": {"frames_per_game": 0}}, "params.yaml: data.frames_per_game: Input should be greater than 0"),
-        ({"dynamics": {"scheduled_sampling_prob": 1.5}}, "params.yaml: dynamics.scheduled_sampling_prob: Input should be less than or equal to 1"),
+        (
+            {"data": {"frames_per_game": 0}},
+            "params.yaml: data.frames_per_game: Input should be greater than 0",
+        ),
+        (
+            {"dynamics": {"scheduled_sampling_prob": 1.5}},
+            "params.yaml: dynamics.scheduled_sampling_prob: Input should be less than or equal to 1",
+        ),
         ({"data": {"games": ["Foo-v0"]}}, "params.yaml: data.games: unknown game id 'Foo-v0'"),
-        ({"training": {"device": "tpu"}}, "params.yaml: training.device: Input should be 'auto', 'cpu' or 'cuda'"),
+        (
+            {"training": {"device": "tpu"}},
+            "params.yaml: training.device: Input should be 'auto', 'cpu' or 'cuda'",
+        ),
         ({"heldout": {"seed": 3}}, "heldout.seed range overlaps the seeds data.seed gives training"),
     ],
-)  # fmt: skip
+)
 def test_bad_values_name_the_dotted_key(raw, expected):
     with pytest.raises(UserError) as info:
         parse_params(raw)
@@ -78,7 +93,14 @@ def test_cli_config_prints_resolved_config_and_schema(tmp_path):
     result = run_cli("config", "--params", str(path))
     assert result.returncode == 0, result.stderr
     printed = yaml.safe_load(result.stdout)
-    assert printed["vae"] == {"latent_dim": 64, "beta": 1e-4, "epochs": 3}
+    assert printed["vae"] == {
+        "latent_dim": 64,
+        "beta": 1e-4,
+        "epochs": 3,
+        "loss": "bce",
+        "input_norm": True,
+        "surprise_weight": 0.5,
+    }
     assert printed["dynamics"]["hidden_size"] == 256
     schema = json.loads(run_cli("config", "--schema").stdout)
     assert set(schema["properties"]) >= {

@@ -15,8 +15,15 @@ from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_res
 from arcadedreamer.data.storage import load_game_data
 from arcadedreamer.errors import UserError
 
-SETTINGS = dict(num_envs=2, frame_size=64, hold_min=1, hold_max=8, max_episode_frames=10_000, num_workers=1,
-                progress=False)  # fmt: skip
+SETTINGS = dict(
+    num_envs=2,
+    frame_size=64,
+    hold_min=1,
+    hold_max=8,
+    max_episode_frames=10_000,
+    num_workers=1,
+    progress=False,
+)
 
 
 def test_preprocess_matches_cv2_directly():

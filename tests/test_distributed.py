@@ -64,7 +64,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(trained
 
 
 def test_dynamics_under_two_gloo_processes_follows_the_one_process_curve(trained, tmp_path):
-    from arcadedreamer.training.checkpoints import final_checkpoint_path
+    from arcadedreamer.models.checkpoints import final_checkpoint_path
 
     vae = final_checkpoint_path(trained.params, "vae")
     # ~10 steps an epoch: no warm-up, so the curve moves within the test

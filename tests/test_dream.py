@@ -6,7 +6,7 @@ from PIL import Image
 
 from arcadedreamer.data.actions import parse_actions
 from arcadedreamer.data.storage import load_game_data
-from arcadedreamer.training import checkpoints as ckpt
+from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.viz.dream import HEADER, dream, run_dream
 from conftest import run_cli
 
@@ -27,8 +27,15 @@ def test_dream_gif_has_real_and_dream_panels(trained, tmp_path):
     assert meta["loop"] == 0 and abs(meta["duration"] - 1000 / params.dream.fps) <= 5
 
     model, _ = ckpt.load_world_model(checkpoint, params)
-    result = dream(model, load_game_data(params.heldout.out_dir + f"/{GAME}"), actions, 0, 0,
-                   params.data.stack_size, params.evaluation.context)  # fmt: skip
+    result = dream(
+        model,
+        load_game_data(params.heldout.out_dir + f"/{GAME}"),
+        actions,
+        0,
+        0,
+        params.data.stack_size,
+        params.evaluation.context,
+    )
     assert result.real_frames is not None, "held-out stream replayed in the emulator"
     last = gif[-1, HEADER:, :, 0]
     real_panel, dream_panel = last[:, : 64 * scale], last[:, 64 * scale + 4 :]
@@ -63,8 +70,12 @@ def test_cli_dream_defaults_and_errors(trained, tmp_path):
     assert bad.returncode == 2 and "empty token at position 2" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("dream", "--game", GAME, "--actions", "9", *args)
     assert bad.returncode == 2 and "'9' is out of range 0…3" in bad.stderr
-    missing_dir = run_cli("dream", "--steps", "2", "--out", str(tmp_path / "nope/d.gif"), *args)
-    assert missing_dir.returncode == 2 and "does not exist" in missing_dir.stderr
+    new_dir = run_cli("dream", "--steps", "2", "--out", str(tmp_path / "new/d.gif"), *args)
+    assert (
+        new_dir.returncode == 0 and Image.open(tmp_path / "new/d.gif").n_frames == params_context(trained) + 2
+    )
+    under_a_file = run_cli("dream", "--steps", "2", "--out", str(tmp_path / "d.gif" / "x.gif"), *args)
+    assert under_a_file.returncode == 2 and "part of it is a file" in under_a_file.stderr
     no_model = run_cli("dream", "--steps", "2", "--model", str(tmp_path / "none.pt"), *args)
     assert no_model.returncode == 2 and "checkpoint not found" in no_model.stderr
 

@@ -67,10 +67,19 @@ def project(tmp_path_factory):
 def test_repro_runs_every_stage_and_produces_every_output(project):
     result = sh("dvc", "repro", cwd=project)
     assert ran(result.stdout) == STAGES
-    for path in ("data/collected/BreakoutNoFrameskip-v4/frames.npy", "checkpoints/vae/vae_epoch_1.pt",
-                 "checkpoints/dynamics/dynamics_epoch_1.pt", "metrics/vae.json", "metrics/dynamics.json",
-                 "metrics/eval.json", "plots/psnr_BreakoutNoFrameskip-v4.tsv", "plots/eval_curves.png",
-                 "outputs/dream_BreakoutNoFrameskip-v4.gif", "dvc.lock", "mlflow.db"):  # fmt: skip
+    for path in (
+        "data/collected/BreakoutNoFrameskip-v4/frames.npy",
+        "checkpoints/vae/vae_epoch_1.pt",
+        "checkpoints/dynamics/dynamics_epoch_1.pt",
+        "metrics/vae.json",
+        "metrics/dynamics.json",
+        "metrics/eval.json",
+        "plots/psnr_BreakoutNoFrameskip-v4.tsv",
+        "plots/eval_curves.png",
+        "outputs/dream_BreakoutNoFrameskip-v4.gif",
+        "dvc.lock",
+        "mlflow.db",
+    ):
         assert (project / path).exists(), path
     metrics = sh("dvc", "metrics", "show", "--json", cwd=project).stdout
     assert "psnr_h1_gain" in metrics and "val_psnr" in metrics

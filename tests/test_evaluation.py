@@ -22,10 +22,10 @@ from arcadedreamer.evaluation.evaluate import (
     should_promote,
 )
 from arcadedreamer.evaluation.stage import promote, run_evaluate
+from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.dynamics import Dynamics
 from arcadedreamer.models.vae import VAE
 from arcadedreamer.models.world_model import WorldModel
-from arcadedreamer.training import checkpoints as ckpt
 from conftest import tiny_params_dict, write_params
 
 
@@ -102,8 +102,14 @@ def test_object_scores_follow_the_ball_through_the_rollout_windows():
     """Real Breakout: copying the last real frame shows the ball one frame on, not ten on;
     the mean frame never does. Boxes misaligned with their frames would break this."""
     arrays, _ = collect_game("BreakoutNoFrameskip-v4", 600, num_envs=1, seed=5, progress=False, num_workers=1)
-    data = GameData("BreakoutNoFrameskip-v4", **{k: arrays[k] for k in ("frames", "actions", "rewards")},
-                    episode_ends=arrays["episode_ends"], ram=arrays["ram"], manifest={}, directory=Path("."))  # fmt: skip
+    data = GameData(
+        "BreakoutNoFrameskip-v4",
+        **{k: arrays[k] for k in ("frames", "actions", "rewards")},
+        episode_ends=arrays["episode_ends"],
+        ram=arrays["ram"],
+        manifest={},
+        directory=Path("."),
+    )
     cfg = EvaluationConfig(horizons=10, context=2, headline_horizons=[1, 10], window_stride=4)
     windows = cut_windows(data, 4, cfg.context, cfg.horizons, cfg.window_stride)
     assert windows.objects.ball.shape == (len(windows.stacks), 12, 4)
@@ -136,15 +142,24 @@ def test_evaluate_stage_writes_scores_plots_and_promotes(trained):
     assert set(on_disk["games"]) == set(trained.games)
     for game in trained.games:
         scores = on_disk["games"][game]
-        assert {"psnr_h1_gain", "psnr_h5_gain", "psnr_h10_gain", "recon_gain_over_mean_frame",
-                "ball_recall_h10_model", "ball_recall_h10_copy_last", "false_ball_rate_h10_model",
-                "player_error_h10_model", "recon_ball_recall"} <= set(scores)  # fmt: skip
+        assert {
+            "psnr_h1_gain",
+            "psnr_h5_gain",
+            "psnr_h10_gain",
+            "recon_gain_over_mean_frame",
+            "ball_recall_h10_model",
+            "ball_recall_h10_copy_last",
+            "false_ball_rate_h10_model",
+            "player_error_h10_model",
+            "recon_ball_recall",
+        } <= set(scores)
         tsv = (trained.root / f"plots/psnr_{game}.tsv").read_text().splitlines()
         assert tsv[0].split("\t") == ["horizon", "model", "copy_last", "mean_frame", "reconstruction"]
         assert len(tsv) == 1 + 10
     assert (trained.root / "plots/eval_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert on_disk["summary"]["psnr_h10_gain"] == pytest.approx(
-        np.mean([on_disk["games"][g]["psnr_h10_gain"] for g in trained.games]))  # fmt: skip
+        np.mean([on_disk["games"][g]["psnr_h10_gain"] for g in trained.games])
+    )
     assert report["promotion"]["promoted"] is True
     assert tracking.alias_version(tracking.DYNAMICS_MODEL, "champion")["version"] == "1"
 

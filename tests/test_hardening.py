@@ -15,8 +15,8 @@ import yaml
 from arcadedreamer import tracking
 from arcadedreamer.config import MAX_PARAMS_BYTES, load_params
 from arcadedreamer.errors import UserError
+from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.vae import VAE
-from arcadedreamer.training import checkpoints as ckpt
 from arcadedreamer.training.common import train_step
 from conftest import run_cli, tiny_params_dict, write_params
 from test_robustness import start_cli, wait_for
@@ -46,23 +46,41 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         (BOMB, "aliases (*name) are not allowed"),
         ("vae:\n  beta: 1\n  beta: 2\n", "duplicate key 'beta'"),
         ("vae:\n  beta: 1\nvae:\n  epochs: 2\n", "duplicate key 'vae'"),
-        ("training:\n  batch_size: true\n", "training.batch_size: Input should be a valid integer (got True)"),
+        (
+            "training:\n  batch_size: true\n",
+            "training.batch_size: Input should be a valid integer (got True)",
+        ),
         ("training:\n  lr: .inf\n", "training.lr: Input should be a finite number"),
         ("training:\n  lr: .nan\n", "training.lr: Input should be a finite number"),
         ("training:\n  lr: '0.001'\n", "training.lr: Input should be a valid number"),
         ("vae:\n  epochs: 2.0\n", "vae.epochs: Input should be a valid integer"),
-        ("data:\n  frames_per_game: 99999999999999\n", "data.frames_per_game: Input should be less than or equal to 5000000"),
-        ("data:\n  seed: 100000000000000000000000\n", "data.seed: Input should be less than or equal to 2147483647"),
+        (
+            "data:\n  frames_per_game: 99999999999999\n",
+            "data.frames_per_game: Input should be less than or equal to 5000000",
+        ),
+        (
+            "data:\n  seed: 100000000000000000000000\n",
+            "data.seed: Input should be less than or equal to 2147483647",
+        ),
         ("vae:\n  latent_dim: 100000000\n", "vae.latent_dim: Input should be less than or equal to 8192"),
         ("dream:\n  steps: 60000\n", "dream.steps: Input should be less than or equal to 10000"),
-        ("training:\n  checkpoint_dir: \"ck\\0pt\"\n", "training.checkpoint_dir: contains a NUL byte"),
-        ("heldout:\n  out_dir: data/collected\n", "data.out_dir (data/collected) and heldout.out_dir (data/collected) overlap"),
-        ("training:\n  checkpoint_dir: data/collected/models\n", "data.out_dir (data/collected) and training.checkpoint_dir"),
+        ('training:\n  checkpoint_dir: "ck\\0pt"\n', "training.checkpoint_dir: contains a NUL byte"),
+        (
+            "heldout:\n  out_dir: data/collected\n",
+            "data.out_dir (data/collected) and heldout.out_dir (data/collected) overlap",
+        ),
+        (
+            "training:\n  checkpoint_dir: data/collected/models\n",
+            "data.out_dir (data/collected) and training.checkpoint_dir",
+        ),
         ("evaluation:\n  plots_dir: .\n", "evaluation.plots_dir is the project folder itself"),
-        ("evaluation:\n  metrics_file: plots/eval.json\n", "evaluation.metrics_file lies inside evaluation.plots_dir"),
+        (
+            "evaluation:\n  metrics_file: plots/eval.json\n",
+            "evaluation.metrics_file lies inside evaluation.plots_dir",
+        ),
         ("[" * 5000 + "]" * 5000 + "\n", "params.yaml"),
     ],
-)  # fmt: skip
+)
 def test_hostile_params_files_are_refused_with_one_line(tmp_path, text, fragment):
     path = tmp_path / "params.yaml"
     path.write_text(text)
@@ -110,11 +128,16 @@ def project(tmp_path):
         (["dream", "--out", "x.png"], ["--out: x.png must end in .gif"]),
         (["dream", "--out", "/proc/self/dream.gif"], ["inside /proc"]),
         (["play", "--headless", "--steps", "3", "--screenshot", "."], ["--screenshot: . must end in .png"]),
-        (["play", "--headless", "--steps", "3", "--record", "/proc/rec"], ["--record: /proc/rec is inside /proc"]),
-        (["train", "--stage", "dynamics", "--vae-checkpoint", "./checkpoints/vae_epoch_50.pt"],
-         ["not found; VAE checkpoints are written to"]),
+        (
+            ["play", "--headless", "--steps", "3", "--record", "/proc/rec"],
+            ["--record: /proc/rec is inside /proc"],
+        ),
+        (
+            ["train", "--stage", "dynamics", "--vae-checkpoint", "./checkpoints/vae_epoch_50.pt"],
+            ["not found; VAE checkpoints are written to"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_out_of_bound_numbers_and_unusable_paths_fail_before_any_work(project, args, fragments):
     root, params = project
     started = time.monotonic()
@@ -142,8 +165,13 @@ def test_a_symlink_loop_and_a_directory_as_output_are_refused(project):
 # ---------------------------------------------------------------- checkpoints that are tensors but wrong
 def _vae_checkpoint(tmp_path):
     model = VAE()
-    return {"stage": "vae", "epoch": 1, "arch": {"stack_size": 4, "frame_size": 64, "latent_dim": 64},
-            "model": model.state_dict(), "mean_frames": {"BreakoutNoFrameskip-v4": torch.zeros(64, 64)}}  # fmt: skip
+    return {
+        "stage": "vae",
+        "epoch": 1,
+        "arch": {"stack_size": 4, "frame_size": 64, "latent_dim": 64},
+        "model": model.state_dict(),
+        "mean_frames": {"BreakoutNoFrameskip-v4": torch.zeros(64, 64)},
+    }
 
 
 @pytest.mark.parametrize(
@@ -180,8 +208,18 @@ def test_a_manifest_with_a_malformed_stream_row(tmp_path):
     from arcadedreamer.data.collector import collect_to_disk
     from arcadedreamer.data.storage import read_manifest
 
-    collect_to_disk([GAME], 40, tmp_path, seed=0, num_envs=1, frame_size=64, hold_min=1, hold_max=2,
-                    max_episode_frames=1000, progress=False)  # fmt: skip
+    collect_to_disk(
+        [GAME],
+        40,
+        tmp_path,
+        seed=0,
+        num_envs=1,
+        frame_size=64,
+        hold_min=1,
+        hold_max=2,
+        max_episode_frames=1000,
+        progress=False,
+    )
     path = tmp_path / GAME / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["streams"]["rows"][0] = [0, "many"]

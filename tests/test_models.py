@@ -1,5 +1,8 @@
 """Shapes, overfitting, the loss reduction that avoids posterior collapse, scheduled sampling."""
 
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -24,9 +27,10 @@ def squares(n: int, seed: int) -> torch.Tensor:
 def test_shapes_through_every_module():
     vae, dynamics = VAE(), Dynamics()
     frames = torch.rand(3, 4, 64, 64)
-    recon, mu, logvar = vae(frames)
-    assert recon.shape == (3, 4, 64, 64) and mu.shape == logvar.shape == (3, 64)
-    assert 0 <= recon.min() and recon.max() <= 1
+    logits, mu, logvar = vae(frames)
+    assert logits.shape == (3, 4, 64, 64) and mu.shape == logvar.shape == (3, 64)
+    recon = vae.decode(mu)
+    assert recon.shape == (3, 4, 64, 64) and 0 <= recon.min() and recon.max() <= 1
     assert [m.out_channels for m in vae.encoder.convs if isinstance(m, torch.nn.Conv2d)] == [32, 64, 128, 256]
     assert vae.encoder.fc[1].in_features == 4096 and vae.encoder.fc[1].out_features == 512
     assert [m.out_channels for m in vae.decoder.deconvs if hasattr(m, "out_channels")] == [128, 64, 32, 4]
@@ -36,18 +40,21 @@ def test_shapes_through_every_module():
     assert dynamics(torch.randn(3, 7, 64), torch.randint(0, 18, (3, 7))).shape == (3, 7, 64)
     world = WorldModel(vae, dynamics)
     latents = world.encode(frames)
-    imagined = world.imagine(latents[:, None].repeat(1, 2, 1), torch.zeros(3, 1, dtype=torch.long),
-                             torch.ones(3, 5, dtype=torch.long))  # fmt: skip
+    imagined = world.imagine(
+        latents[:, None].repeat(1, 2, 1),
+        torch.zeros(3, 1, dtype=torch.long),
+        torch.ones(3, 5, dtype=torch.long),
+    )
     assert imagined.shape == (3, 5, 64) and world.decode(imagined[:, -1]).shape == (3, 4, 64, 64)
 
 
 def test_vae_overfits_one_batch():
     torch.manual_seed(0)
     vae = VAE()
-    vae.set_mean_frame(torch.full((64, 64), 0.1))
+    vae.set_frame_statistics(torch.full((64, 64), 0.1))
     batch = squares(16, seed=0)
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
-    first = vae_loss(batch, vae.decode(vae.encode(batch)), *vae.encoder(batch), beta=1e-4)[
+    first = vae_loss(batch, vae.decoder.logits(vae.encode(batch)), *vae.encoder(batch), beta=1e-4)[
         "loss_recon"
     ].item()
     for _ in range(150):
@@ -56,7 +63,9 @@ def test_vae_overfits_one_batch():
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-    last = vae_loss(batch, vae.decode(vae.encode(batch)), *vae.encoder(batch), beta=1e-4)["loss_recon"].item()
+    last = vae_loss(batch, vae.decoder.logits(vae.encode(batch)), *vae.encoder(batch), beta=1e-4)[
+        "loss_recon"
+    ].item()
     assert last < first / 10, f"reconstruction error fell only from {first:.1f} to {last:.1f}"
 
 
@@ -66,7 +75,7 @@ def test_summed_loss_keeps_the_latent_informative_and_beats_the_mean_frame():
     torch.manual_seed(0)
     train, heldout = squares(256, seed=1), squares(32, seed=2)
     vae = VAE()
-    vae.set_mean_frame(train.mean(dim=(0, 1)))
+    vae.set_frame_statistics(train.mean(dim=(0, 1)))
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(10):  # 160 steps, ~13 s on 2 CPU cores
@@ -91,13 +100,47 @@ def test_summed_loss_keeps_the_latent_informative_and_beats_the_mean_frame():
 
 def test_loss_terms_are_summed_per_sample():
     frames = torch.zeros(2, 4, 64, 64)
-    recon = torch.full_like(frames, 0.5)
+    logits = torch.zeros_like(frames)  # sigmoid 0.5 everywhere
     mu, logvar = torch.ones(2, 64), torch.zeros(2, 64)
-    losses = vae_loss(frames, recon, mu, logvar, beta=0.5)
+    losses = vae_loss(frames, logits, mu, logvar, beta=0.5)
     assert torch.isclose(losses["loss_recon"], torch.tensor(0.25 * 4 * 64 * 64))
     assert torch.isclose(losses["loss_kl"], torch.tensor(0.5 * 64))  # 0.5 * sum(mu^2)
     assert torch.isclose(losses["loss"], losses["loss_recon"] + 0.5 * losses["loss_kl"])
     assert torch.isclose(losses["mse"], torch.tensor(0.25))
+    bce = vae_loss(frames, logits, mu, logvar, beta=0.5, loss="bce")
+    assert torch.isclose(bce["loss_recon"], torch.tensor(math.log(2) * 4 * 64 * 64))  # -log(1 - 0.5) a pixel
+    assert torch.isclose(bce["mse"], torch.tensor(0.25))
+
+
+def test_the_cross_entropy_reaches_a_missing_ball_the_squared_error_does_not():
+    """A dim ball pixel (0.17) on a court the decoder draws at sigmoid ~0.001: the gradient on
+    its logit under sse is ~1000x smaller than under bce (why `vae.loss` defaults to bce)."""
+    frames = torch.zeros(1, 4, 64, 64)
+    frames[0, :, 30, 30] = 0.17
+    logits = torch.full_like(frames, math.log(0.001 / 0.999)).requires_grad_()
+    mu, logvar = torch.zeros(1, 64), torch.zeros(1, 64)
+    grads = {}
+    for kind in ("sse", "bce"):
+        logits.grad = None
+        vae_loss(frames, logits, mu, logvar, beta=0.0, loss=kind)["loss"].backward()
+        grads[kind] = -logits.grad[0, 0, 30, 30].item()
+    assert grads["bce"] == pytest.approx(0.169, abs=1e-3)
+    assert grads["bce"] / grads["sse"] > 400
+
+
+def test_standardised_input_makes_a_rare_pixel_stand_out():
+    vae = VAE()
+    mean, std = torch.zeros(64, 64), torch.zeros(64, 64)
+    std[:, :32] = 0.3  # the left half changes a lot, the right half almost never
+    vae.set_frame_statistics(mean, std, standardise_input=True)
+    frames = torch.zeros(1, 4, 64, 64)
+    frames[..., 10, 10] = frames[..., 10, 50] = 0.17
+    standardised = (frames - vae.encoder.input_shift) / vae.encoder.input_scale
+    assert standardised[0, 0, 10, 50] / standardised[0, 0, 10, 10] > 10
+    weights = vae.surprise_weights(frames, 0.5)
+    assert weights[0, 0, 10, 50] == pytest.approx(1 + 0.5 * 0.17 / 0.02)  # 5.25: the rare pixel weighs most
+    assert weights[0, 0, 10, 10] == pytest.approx(1 + 0.5 * 0.17 / 0.32)
+    assert weights[0, 0, 0, 0] == 1 and vae.surprise_weights(frames, 0.0) is None
 
 
 def test_dynamics_overfits_one_batch():

@@ -16,10 +16,16 @@ from arcadedreamer.evaluation.objects import (
 )
 
 # colour of each game's ball (or shot) and player on the RGB screen, and how to serve
-BALL_RGB = {"BreakoutNoFrameskip-v4": (200, 72, 72), "PongNoFrameskip-v4": (236, 236, 236),
-            "SpaceInvadersNoFrameskip-v4": (142, 142, 142)}  # fmt: skip
-PLAYER_RGB = {"BreakoutNoFrameskip-v4": (200, 72, 72), "PongNoFrameskip-v4": (92, 186, 92),
-              "SpaceInvadersNoFrameskip-v4": (50, 132, 50)}  # fmt: skip
+BALL_RGB = {
+    "BreakoutNoFrameskip-v4": (200, 72, 72),
+    "PongNoFrameskip-v4": (236, 236, 236),
+    "SpaceInvadersNoFrameskip-v4": (142, 142, 142),
+}
+PLAYER_RGB = {
+    "BreakoutNoFrameskip-v4": (200, 72, 72),
+    "PongNoFrameskip-v4": (92, 186, 92),
+    "SpaceInvadersNoFrameskip-v4": (50, 132, 50),
+}
 
 
 def play(game: str, steps: int = 800, seed: int = 3):

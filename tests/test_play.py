@@ -7,7 +7,7 @@ from PIL import Image
 
 from arcadedreamer.data.actions import FULL_ACTIONS
 from arcadedreamer.data.dataset import FrameStacks, load_episodes
-from arcadedreamer.training import checkpoints as ckpt
+from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.viz.play import GAP, HUD, PlaySession, keys_to_action, overlay, run_play
 from conftest import run_cli
 
@@ -33,8 +33,14 @@ def test_overlay_colours_on_a_synthetic_pair():
 
 def test_every_arrow_and_space_combination_maps_to_an_ale_action():
     keys = [pygame.K_UP, pygame.K_DOWN, pygame.K_LEFT, pygame.K_RIGHT, pygame.K_SPACE]
-    expected = {(): "NOOP", (pygame.K_SPACE,): "FIRE", (pygame.K_UP, pygame.K_RIGHT, pygame.K_SPACE): "UPRIGHTFIRE",
-                (pygame.K_DOWN, pygame.K_LEFT): "DOWNLEFT", (pygame.K_LEFT,): "LEFT", (pygame.K_UP, pygame.K_SPACE): "UPFIRE"}  # fmt: skip
+    expected = {
+        (): "NOOP",
+        (pygame.K_SPACE,): "FIRE",
+        (pygame.K_UP, pygame.K_RIGHT, pygame.K_SPACE): "UPRIGHTFIRE",
+        (pygame.K_DOWN, pygame.K_LEFT): "DOWNLEFT",
+        (pygame.K_LEFT,): "LEFT",
+        (pygame.K_UP, pygame.K_SPACE): "UPFIRE",
+    }
     seen = set()
     for mask in range(32):
         held = {k for i, k in enumerate(keys) if mask >> i & 1}
@@ -66,8 +72,9 @@ def test_session_steps_predicts_and_resets(model):
 
 def test_headless_loop_writes_a_three_panel_screenshot_and_a_recording(model, tmp_path):
     shot, record = tmp_path / "play.png", tmp_path / "recordings"
-    summary = run_play(GAME, model, stack_size=4, fps=30, scale=3, headless=True, steps=25, screenshot=shot,
-                       record=record)  # fmt: skip
+    summary = run_play(
+        GAME, model, stack_size=4, fps=30, scale=3, headless=True, steps=25, screenshot=shot, record=record
+    )
     assert summary["steps"] == 25 and summary["reason"] == "steps"
     image = np.asarray(Image.open(shot).convert("RGB"))
     size = 64 * 3

@@ -63,11 +63,17 @@ def project(tmp_path):
         ("vae:\n  latent_dim: many\n", "vae.latent_dim: Input should be a valid integer"),
         ("vae:\n  size: 3\n", "vae.size: unknown key"),
         ("data:\n  frames_per_game: -5\n", "data.frames_per_game: Input should be greater than 0"),
-        ("dynamics:\n  scheduled_sampling_prob: -0.1\n", "dynamics.scheduled_sampling_prob: Input should be greater than or equal to 0"),
+        (
+            "dynamics:\n  scheduled_sampling_prob: -0.1\n",
+            "dynamics.scheduled_sampling_prob: Input should be greater than or equal to 0",
+        ),
         ("data:\n  games: [Tetris-v9]\n", "data.games: unknown game id 'Tetris-v9'"),
-        ("training:\n  lr_scaling: cubic\n", "training.lr_scaling: Input should be 'none', 'linear' or 'sqrt'"),
+        (
+            "training:\n  lr_scaling: cubic\n",
+            "training.lr_scaling: Input should be 'none', 'linear' or 'sqrt'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_params_files(tmp_path, content, message):
     path = tmp_path / "params.yaml"
     if content is not None:
@@ -147,7 +153,7 @@ def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err
     assert leftovers(root / "checkpoints") == []
-    from arcadedreamer.training.checkpoints import load_checkpoint
+    from arcadedreamer.models.checkpoints import load_checkpoint
 
     assert load_checkpoint(first)["epoch"] == 1
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
@@ -202,8 +208,18 @@ def test_two_stages_logging_to_one_sqlite_store_at_once(tmp_path):
 
 # ---------------------------------------------------------------- failing disks and bad files
 def test_disk_full_while_writing_collected_data(tmp_path, monkeypatch):
-    collect_to_disk([GAME], 100, tmp_path, seed=0, num_envs=1, frame_size=64, hold_min=1, hold_max=2,
-                    max_episode_frames=1000, progress=False)  # fmt: skip
+    collect_to_disk(
+        [GAME],
+        100,
+        tmp_path,
+        seed=0,
+        num_envs=1,
+        frame_size=64,
+        hold_min=1,
+        hold_max=2,
+        max_episode_frames=1000,
+        progress=False,
+    )
     good = load_game_data(tmp_path / GAME).manifest["content_hash"]
     real_save = np.save
 
@@ -215,8 +231,18 @@ def test_disk_full_while_writing_collected_data(tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage.np, "save", full_disk)
     with pytest.raises(UserError, match="no space left on device; free some space and run again"):
-        collect_to_disk([GAME], 100, tmp_path, seed=1, num_envs=1, frame_size=64, hold_min=1, hold_max=2,
-                        max_episode_frames=1000, progress=False)  # fmt: skip
+        collect_to_disk(
+            [GAME],
+            100,
+            tmp_path,
+            seed=1,
+            num_envs=1,
+            frame_size=64,
+            hold_min=1,
+            hold_max=2,
+            max_episode_frames=1000,
+            progress=False,
+        )
     monkeypatch.undo()
     assert load_game_data(tmp_path / GAME).manifest["content_hash"] == good
     assert leftovers(tmp_path) == []
@@ -247,8 +273,18 @@ def test_output_under_a_file_or_missing_directory(tmp_path):
 
 
 def test_truncated_collected_data_says_to_recollect(tmp_path):
-    collect_to_disk([GAME], 50, tmp_path, seed=0, num_envs=1, frame_size=64, hold_min=1, hold_max=2,
-                    max_episode_frames=1000, progress=False)  # fmt: skip
+    collect_to_disk(
+        [GAME],
+        50,
+        tmp_path,
+        seed=0,
+        num_envs=1,
+        frame_size=64,
+        hold_min=1,
+        hold_max=2,
+        max_episode_frames=1000,
+        progress=False,
+    )
     actions = tmp_path / GAME / "actions.npy"
     actions.write_bytes(actions.read_bytes()[:-3])
     with pytest.raises(UserError, match="re-collect it with `arcadedreamer collect`"):

@@ -13,7 +13,7 @@ import torch
 from arcadedreamer import tracking
 from arcadedreamer.config import load_params
 from arcadedreamer.errors import UserError
-from arcadedreamer.training import checkpoints as ckpt
+from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.training.vae_trainer import train_vae
 from conftest import run_cli, tiny_params_dict, write_params
 
@@ -26,8 +26,18 @@ def client_for(params):
 def test_training_writes_checkpoints_and_metrics(trained):
     params = trained.params
     vae_state = ckpt.load_checkpoint(ckpt.checkpoint_path(params, "vae", 1), stage="vae")
-    assert {"stage", "epoch", "arch", "model", "optimizer", "scheduler", "rng", "config", "data_hash",
-            "mean_frames"} <= set(vae_state)  # fmt: skip
+    assert {
+        "stage",
+        "epoch",
+        "arch",
+        "model",
+        "optimizer",
+        "scheduler",
+        "rng",
+        "config",
+        "data_hash",
+        "mean_frames",
+    } <= set(vae_state)
     assert vae_state["epoch"] == 1 and vae_state["config"]["vae"]["latent_dim"] == 64
     assert set(vae_state["mean_frames"]) == set(trained.games)
     dyn_state = ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "dynamics"), stage="dynamics")
@@ -74,7 +84,7 @@ def test_registered_model_loads_identically_in_a_fresh_process(trained):
 import mlflow, numpy as np, torch
 from arcadedreamer import tracking
 from arcadedreamer.config import load_params
-from arcadedreamer.training.checkpoints import load_world_model
+from arcadedreamer.models.checkpoints import load_world_model
 params = load_params({str(trained.params_path)!r})
 path = tracking.resolve_model_checkpoint("models:/{tracking.DYNAMICS_MODEL}@latest", params)
 model, _ = load_world_model(path, params)
@@ -157,8 +167,8 @@ def test_precision_bf16_runs_both_models_under_bf16_autocast_with_fp32_gradients
     with autocast(cpu, "auto"):
         assert vae.encoder(frames)[0].dtype == torch.float32, "auto: fp32 on the CPU"
     with autocast(cpu, "bf16"):
-        recon, mu, logvar = vae(frames, torch.Generator().manual_seed(0))
-        vae_losses = vae_loss(frames, recon, mu, logvar, beta=1e-4)
+        logits, mu, logvar = vae(frames, torch.Generator().manual_seed(0))
+        vae_losses = vae_loss(frames, logits, mu, logvar, beta=1e-4, loss="bce")
         dynamics_losses = dynamics.compute_loss(latents, actions, 0.5, 4)
     assert mu.dtype == torch.bfloat16, "the encoder ran in bf16"
     for losses, model in ((vae_losses, vae), (dynamics_losses, dynamics)):
@@ -181,8 +191,9 @@ def test_large_batch_learning_rate_scaling():
 def test_bad_checkpoints_are_refused_with_one_line(trained, tmp_path):
     params = trained.params
     good = ckpt.final_checkpoint_path(params, "dynamics")
-    mismatched = load_params(write_params(tmp_path / "p", {**tiny_params_dict(tmp_path, trained.games),
-                                                            "vae": {"latent_dim": 32}}))  # fmt: skip
+    mismatched = load_params(
+        write_params(tmp_path / "p", {**tiny_params_dict(tmp_path, trained.games), "vae": {"latent_dim": 32}})
+    )
     with pytest.raises(
         UserError,
         match=r"architecture does not match params.yaml: trained with vae.latent_dim=64 \(params.yaml has 32\)",
@@ -214,10 +225,17 @@ def test_bad_checkpoints_are_refused_with_one_line(trained, tmp_path):
 
 
 def test_cli_train_errors(trained, tmp_path):
-    result = run_cli("train", "--stage", "dynamics", "--vae-checkpoint", str(tmp_path / "none.pt"),
-                     "--params", str(trained.params_path))  # fmt: skip
+    result = run_cli(
+        "train",
+        "--stage",
+        "dynamics",
+        "--vae-checkpoint",
+        str(tmp_path / "none.pt"),
+        "--params",
+        str(trained.params_path),
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "none.pt: checkpoint not found; train one with `arcadedreamer train --stage vae`" in result.stderr
+    assert "none.pt not found; VAE checkpoints are written to" in result.stderr
     result = run_cli("train", "--stage", "gru", "--params", str(trained.params_path))
     assert result.returncode == 2 and "unknown stage 'gru'; choose vae or dynamics" in result.stderr
 
@@ -233,12 +251,23 @@ def test_vae_on_real_breakout_carries_information_and_beats_the_mean_frame(tmp_p
     raw["vae"]["epochs"] = 3
     # A constant rate (a 3-epoch cosine would decay it away) after a 150-step warm-up: the 3 epochs
     # are ~410 steps, so the default 500-step warm-up would never reach the rate at all
-    raw["training"].update({"lr": 1e-3, "num_threads": 0, "checkpoint_every": 3, "scheduler": "constant",
-                            "warmup_steps": 150})  # fmt: skip
+    raw["training"].update(
+        {"lr": 1e-3, "num_threads": 0, "checkpoint_every": 3, "scheduler": "constant", "warmup_steps": 150}
+    )
     raw["tracking"]["register_models"] = False
     params = load_params(write_params(tmp_path, raw))
-    collect_to_disk([game], 5000, params.data.out_dir, seed=0, num_envs=8, frame_size=64, hold_min=1, hold_max=8,
-                    max_episode_frames=10_000, progress=False)  # fmt: skip
+    collect_to_disk(
+        [game],
+        5000,
+        params.data.out_dir,
+        seed=0,
+        num_envs=8,
+        frame_size=64,
+        hold_min=1,
+        hold_max=8,
+        max_episode_frames=10_000,
+        progress=False,
+    )
     summary = train_vae(params, progress=False)
     assert summary["val_psnr"] > summary["val_psnr_mean_frame"] + 0.5, summary
     vae = ckpt.vae_from_checkpoint(ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "vae")))

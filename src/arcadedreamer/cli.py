@@ -27,6 +27,7 @@ from arcadedreamer.fileio import check_output_path, exclusive_lock
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: typer's rich panels print flags as "--headless <bool>"
     pretty_exceptions_enable=False,
     help="ArcadeDreamer: a VAE + GRU world model of Atari games, tracked with DVC and MLflow.",
 )
@@ -96,14 +97,22 @@ def collect(
     _check_dirs(cfg, "data.out_dir")
     data = cfg.data
     manifests = collect_to_disk(
-        games, frames or data.frames_per_game, data.out_dir, seed=data.seed,
-        num_envs=data.num_envs, frame_size=data.frame_size, hold_min=data.action_hold_min,
-        hold_max=data.action_hold_max, max_episode_frames=data.max_episode_frames,
+        games,
+        frames or data.frames_per_game,
+        data.out_dir,
+        seed=data.seed,
+        num_envs=data.num_envs,
+        frame_size=data.frame_size,
+        hold_min=data.action_hold_min,
+        hold_max=data.action_hold_max,
+        max_episode_frames=data.max_episode_frames,
         num_workers=data.num_workers,
-    )  # fmt: skip
+    )
     for m in manifests:
-        typer.echo(f"{m['game']}: {m['frames']} frames, {m['episodes']} episodes -> "
-                   f"{Path(data.out_dir) / m['game']} (hash {m['content_hash'][:12]})")  # fmt: skip
+        typer.echo(
+            f"{m['game']}: {m['frames']} frames, {m['episodes']} episodes -> "
+            f"{Path(data.out_dir) / m['game']} (hash {m['content_hash'][:12]})"
+        )
 
 
 @app.command()
@@ -115,14 +124,22 @@ def heldout(params: ParamsOption = DEFAULT_PARAMS) -> None:
     _check_dirs(cfg, "heldout.out_dir")
     held, data = cfg.heldout, cfg.data
     manifests = collect_to_disk(
-        data.games, held.episodes_per_game * held.frames_per_episode, held.out_dir,
-        seed=held.seed, num_envs=held.episodes_per_game, frame_size=data.frame_size,
-        hold_min=data.action_hold_min, hold_max=data.action_hold_max,
-        max_episode_frames=held.frames_per_episode, num_workers=data.num_workers,
-    )  # fmt: skip
+        data.games,
+        held.episodes_per_game * held.frames_per_episode,
+        held.out_dir,
+        seed=held.seed,
+        num_envs=held.episodes_per_game,
+        frame_size=data.frame_size,
+        hold_min=data.action_hold_min,
+        hold_max=data.action_hold_max,
+        max_episode_frames=held.frames_per_episode,
+        num_workers=data.num_workers,
+    )
     for m in manifests:
-        typer.echo(f"{m['game']}: {m['episodes']} held-out episodes, {m['frames']} frames "
-                   f"(hash {m['content_hash'][:12]})")  # fmt: skip
+        typer.echo(
+            f"{m['game']}: {m['episodes']} held-out episodes, {m['frames']} frames "
+            f"(hash {m['content_hash'][:12]})"
+        )
 
 
 @app.command()
@@ -147,11 +164,16 @@ def train(
     cfg = load_params(params)
     _check_dirs(cfg, "training.checkpoint_dir", "training.metrics_dir")
     if vae_checkpoint is not None and not vae_checkpoint.exists():
-        from arcadedreamer.training.checkpoints import stage_dir
+        from arcadedreamer.models.checkpoints import stage_dir
 
         moved = stage_dir(cfg, "vae") / vae_checkpoint.name
-        hint = f"did you mean {moved}? (checkpoints live in <checkpoint_dir>/<stage>/)" if moved.exists() else (
-            f"VAE checkpoints are written to {stage_dir(cfg, 'vae')}/ by `arcadedreamer train --stage vae`")  # fmt: skip
+        hint = (
+            f"did you mean {moved}? (checkpoints live in <checkpoint_dir>/<stage>/)"
+            if moved.exists()
+            else (
+                f"VAE checkpoints are written to {stage_dir(cfg, 'vae')}/ by `arcadedreamer train --stage vae`"
+            )
+        )
         raise UserError(f"--vae-checkpoint: {vae_checkpoint} not found; {hint}")
     # one training of a stage at a time in a project (the second would overwrite the first's checkpoints)
     lock = Path(cfg.training.checkpoint_dir) / f".{stage}.lock"
@@ -167,22 +189,26 @@ def train(
             summary = train_vae(cfg, resume=resume)
             if not summary:  # a torchrun worker other than rank 0
                 return
-            typer.echo(f"VAE: held-out PSNR {summary['val_psnr']:.2f} dB vs mean frame "
-                       f"{summary['val_psnr_mean_frame']:.2f} dB")  # fmt: skip
+            typer.echo(
+                f"VAE: held-out PSNR {summary['val_psnr']:.2f} dB vs mean frame "
+                f"{summary['val_psnr_mean_frame']:.2f} dB"
+            )
         else:
             from arcadedreamer.training.dynamics_trainer import train_dynamics
 
             summary = train_dynamics(cfg, vae_checkpoint=vae_checkpoint, resume=resume)
             if not summary:
                 return
-            typer.echo(f"dynamics: open-loop latent MSE {summary['val_loss_open_loop']:.3g} vs "
-                       f"copy-last {summary['val_loss_copy_last']:.3g}")  # fmt: skip
+            typer.echo(
+                f"dynamics: open-loop latent MSE {summary['val_loss_open_loop']:.3g} vs "
+                f"copy-last {summary['val_loss_copy_last']:.3g}"
+            )
 
 
 def _resolve_model(model: str | None, params: Params) -> Path:
     """A checkpoint path, a `models:/…` URI, or by default the registry's @champion, then @latest."""
     from arcadedreamer import tracking
-    from arcadedreamer.training.checkpoints import final_checkpoint_path
+    from arcadedreamer.models.checkpoints import final_checkpoint_path
 
     if model and not model.startswith("models:/"):
         return Path(model)
@@ -218,7 +244,7 @@ def evaluate(
 ) -> None:
     """Score open-loop rollouts on the held-out episodes against baselines; promote @champion."""
     from arcadedreamer.evaluation.stage import run_evaluate
-    from arcadedreamer.training.checkpoints import final_checkpoint_path
+    from arcadedreamer.models.checkpoints import final_checkpoint_path
 
     cfg = load_params(params)
     check_output_path(cfg.evaluation.metrics_file, "evaluation.metrics_file", suffix=".json")
@@ -269,12 +295,15 @@ def dream(
     else:
         action_ids = None  # seeded random actions, `--steps` (or dream.steps) of them
     path = run_dream(
-        cfg, game, _resolve_model(model, cfg), action_ids,
+        cfg,
+        game,
+        _resolve_model(model, cfg),
+        action_ids,
         steps=steps or cfg.dream.steps,
         episode=cfg.dream.episode if episode is None else episode,
         start=cfg.dream.start if start is None else start,
         out=out,
-    )  # fmt: skip
+    )
     typer.echo(f"wrote {path}")
 
 
@@ -303,7 +332,7 @@ def play(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Play the real game beside the world model: Real | Predicted | Overlay panels."""
-    from arcadedreamer.training.checkpoints import load_world_model
+    from arcadedreamer.models.checkpoints import check_trained_on, load_world_model
     from arcadedreamer.viz.play import run_play
 
     cfg = load_params(params)
@@ -314,16 +343,22 @@ def play(
         check_output_path(record, "--record", is_dir=True)
     if headless and steps is None:
         raise UserError("--headless needs --steps N (there is no Esc key to stop it)")
-    world_model, checkpoint = load_world_model(_resolve_model(model, cfg), cfg)
-    if game not in checkpoint.get("mean_frames", {}):
-        typer.echo(
-            f"note: the model was trained on {', '.join(checkpoint.get('mean_frames', {}))}, not {game}",
-            err=True,
-        )
+    model_path = _resolve_model(model, cfg)
+    world_model, checkpoint = load_world_model(model_path, cfg)
+    check_trained_on(checkpoint, game, model_path)
     summary = run_play(
-        game, world_model, stack_size=cfg.data.stack_size, fps=fps or cfg.play.fps, scale=cfg.play.scale,
-        dream=dream, headless=headless, steps=steps, screenshot=screenshot, record=record,
-    )  # fmt: skip
+        game,
+        world_model,
+        stack_size=cfg.data.stack_size,
+        fps=fps or cfg.play.fps,
+        scale=cfg.play.scale,
+        dream=dream,
+        headless=headless,
+        steps=steps,
+        screenshot=screenshot,
+        record=record,
+        num_threads=cfg.play.num_threads,
+    )
     typer.echo(f"played {summary['steps']} steps ({summary['reason']})")
     for key in ("screenshot", "record"):
         if key in summary:

@@ -132,6 +132,19 @@ class VAEConfig(_Section):
     latent_dim: int = Field(64, gt=0, le=MAX_WIDTH)
     beta: float = Field(1e-4, ge=0, le=1e6)
     epochs: int = Field(50, gt=0, le=MAX_EPOCHS)
+    loss: Literal["bce", "sse"] = Field(
+        "bce", description="Reconstruction term: bce (keeps the ball) or sse (the original's squared error)."
+    )
+    input_norm: bool = Field(
+        True,
+        description="Standardise each input pixel by its training mean and spread (finds the ball sooner).",
+    )
+    surprise_weight: float = Field(
+        0.5,
+        ge=0,
+        le=100,
+        description="Weigh each pixel's loss by 1 + this × its deviation from its mean, in its own stds (0: off).",
+    )
 
 
 class DynamicsConfig(_Section):
@@ -241,6 +254,12 @@ class DreamConfig(_Section):
 class PlayConfig(_Section):
     fps: int = Field(30, gt=0, le=240)
     scale: int = Field(6, ge=1, le=16)
+    num_threads: int = Field(
+        1,
+        gt=0,
+        le=1024,
+        description="torch threads for play and dream: a batch-1 step gains nothing from more.",
+    )
 
 
 class TrackingConfig(_Section):

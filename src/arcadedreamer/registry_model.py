@@ -28,7 +28,7 @@ def bad_request(message: str) -> MlflowException:
 
 class ArcadeDreamerModel(PythonModel):
     def load_context(self, context):
-        from arcadedreamer.training.checkpoints import (
+        from arcadedreamer.models.checkpoints import (
             load_checkpoint,
             vae_from_checkpoint,
             world_model_from_checkpoint,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -39,6 +40,10 @@ def _mlflow():
     warnings.filterwarnings("ignore", module="mlflow")
     import mlflow
 
+    # system metrics are logged to each run; their start/stop INFO lines are not news
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables"
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return mlflow
 
 
@@ -135,8 +140,11 @@ def setup(params: Params) -> str:
     experiment = with_retry(lambda: mlflow.set_experiment(name))
     if experiment.tags.get("mlflow.experimentKind") != "custom_model_development":
         # the UI opens this experiment on its training runs, not on its GenAI traces page
-        with_retry(lambda: mlflow.MlflowClient().set_experiment_tag(
-            experiment.experiment_id, "mlflow.experimentKind", "custom_model_development"))  # fmt: skip
+        with_retry(
+            lambda: mlflow.MlflowClient().set_experiment_tag(
+                experiment.experiment_id, "mlflow.experimentKind", "custom_model_development"
+            )
+        )
     return uri
 
 

@@ -17,11 +17,25 @@ from arcadedreamer.errors import UserError
 
 # ALE's canonical full action set (ale_py.Action order).
 FULL_ACTIONS: tuple[str, ...] = (
-    "NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN",
-    "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT",
-    "UPFIRE", "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE",
-    "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE",
-)  # fmt: skip
+    "NOOP",
+    "FIRE",
+    "UP",
+    "RIGHT",
+    "LEFT",
+    "DOWN",
+    "UPRIGHT",
+    "UPLEFT",
+    "DOWNRIGHT",
+    "DOWNLEFT",
+    "UPFIRE",
+    "RIGHTFIRE",
+    "LEFTFIRE",
+    "DOWNFIRE",
+    "UPRIGHTFIRE",
+    "UPLEFTFIRE",
+    "DOWNRIGHTFIRE",
+    "DOWNLEFTFIRE",
+)
 NUM_ACTIONS = len(FULL_ACTIONS)
 ACTION_ID = {name: i for i, name in enumerate(FULL_ACTIONS)}
 

@@ -1,30 +1,6 @@
-"""Real Atari collection: raw ALE emulators, each in its own forked process, one per core at a time.
-
-Exploration policy (seeded): each emulator draws a uniformly random action among ALE's 18 and
-holds it for a uniform number of frames in [action_hold_min, action_hold_max]. Held actions
-move paddles and ships across the screen instead of jittering in place, so the data reaches
-varied game states.
-
-Emulators behave as gymnasium's `…NoFrameskip-v4` AtariEnv with the full action set: frameskip
-1, no sticky actions, no-op starts, fire resets, reward clipping or max-pooling; the step after
-an episode's last frame resets and ignores its action (tests replay streams through AtariEnv).
-Emulator i follows row i of the action schedule and fills its own block of rows, so the data
-does not depend on how many workers there are or which finishes first. Its stream is the one
-gymnasium gives when reset with seed `seed + i` (the manifest records it for replay).
-
-Why every emulator is a fork of one loaded emulator: loading a ROM costs ~106 ms (ALE builds a
-64K-entry colour-averaging palette each time), a sixth of collecting a default game on 2 cores
-when done once per emulator. With sticky actions off, ALE's `random_seed` feeds nothing: it
-seeds only the sticky-action draws, and the console's own randomness (RAM, timers) has a fixed
-seed. So an emulator loaded with any seed is, bit for bit, the emulator every seed loads
-(tests check streams of different seeds are identical), and a forked copy of it is too.
-
-Why worker processes and not ale-py's AtariVectorEnv: measured on 2 cores (benchmarks/
-bench_collect.py), the vector env's grayscale read-out, copies and batching cost more per frame
-than the emulation leaves room for; here a worker reads ALE's palette indices (~1 us a frame)
-and `resize.AreaResizer` turns them into the frame, recomputing only rows that changed. ALE's
-`act` holds the GIL, so emulators run in processes (forked: the frame arrays are anonymous
-shared memory the processes write into directly).
+"""Real Atari collection: raw ALE emulators forked from one loaded emulator, one process per
+core at a time, writing frames, actions, rewards, episode ends and RAM into shared memory.
+Why it is built this way (and measured): docs/design.md.
 """
 
 from __future__ import annotations
@@ -40,7 +16,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from arcadedreamer import interrupts
 from arcadedreamer.data.actions import NUM_ACTIONS
@@ -49,6 +24,7 @@ from arcadedreamer.data.objects import RAM_SIZE
 from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import library_versions, save_game_data
 from arcadedreamer.fileio import exclusive_lock
+from arcadedreamer.progress import progress_bar
 
 
 class HeldRandomPolicy:
@@ -272,13 +248,17 @@ def collect_game(
     quotas = np.array(frames_per_env(total_frames, num_envs))
     starts = np.concatenate([[0], np.cumsum(quotas)[:-1]])  # each emulator's first row
     shared = _Shared(
-        emulator=None, resizer=None, frame_size=frame_size, actions=_shared_array((total_frames,), np.int64),
+        emulator=None,
+        resizer=None,
+        frame_size=frame_size,
+        actions=_shared_array((total_frames,), np.int64),
         frames=_shared_array((total_frames, frame_size, frame_size), np.uint8),
         ram=_shared_array((total_frames, RAM_SIZE), np.uint8),
         arrived_rewards=_shared_array((total_frames,), np.float32),
-        ends=_shared_array((total_frames,), np.bool_), progress=_shared_array((num_envs,), np.int64),
+        ends=_shared_array((total_frames,), np.bool_),
+        progress=_shared_array((num_envs,), np.int64),
         parent=os.getpid(),
-    )  # fmt: skip
+    )
     context = multiprocessing.get_context("fork")
     # Drawing the schedule and loading the ROM take ~0.1 s each on one core: done side by side.
     drawer = context.Process(
@@ -298,8 +278,7 @@ def collect_game(
     if drawer.exitcode != 0:
         raise RuntimeError(f"drawing the action schedule failed (exit code {drawer.exitcode})")
     workers = min(num_workers or len(os.sched_getaffinity(0)), num_envs)
-    with tqdm(total=total_frames, desc=f"collect {game_id}", unit="frame", disable=not progress,
-              mininterval=0.5) as bar:  # fmt: skip
+    with progress_bar(total_frames, f"collect {game_id}", "frame", progress) as bar:
         _run_emulators(
             shared, starts, quotas, workers, on_poll=lambda: bar.update(int(shared.progress.sum()) - bar.n)
         )
@@ -343,10 +322,17 @@ def collect_to_disk(
         lock = Path(out_root).parent / f".{Path(out_root).name}.{game}.lock"
         with exclusive_lock(lock, f"{game_dir}"):
             arrays, streams = collect_game(
-                game, frames_per_game, num_envs=num_envs, seed=seed, frame_size=frame_size,
-                hold_min=hold_min, hold_max=hold_max, max_episode_frames=max_episode_frames,
-                num_workers=num_workers, progress=progress,
-            )  # fmt: skip
+                game,
+                frames_per_game,
+                num_envs=num_envs,
+                seed=seed,
+                frame_size=frame_size,
+                hold_min=hold_min,
+                hold_max=hold_max,
+                max_episode_frames=max_episode_frames,
+                num_workers=num_workers,
+                progress=progress,
+            )
             manifest = {
                 "game": game,
                 "frames": int(len(arrays["frames"])),

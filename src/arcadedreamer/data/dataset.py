@@ -119,17 +119,38 @@ class FrameStacks:
 
 def mean_frames(episodes: Episodes, mask: np.ndarray, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Each game's mean frame over the masked (training) frames, (G, H, W) in [0, 1], and
-    each game's frame count (G,). Summed in chunks: a float copy of all frames would take 4x
-    (or 8x) their uint8 size."""
-    sums = torch.zeros(len(episodes.games), *episodes.frames.shape[1:], dtype=torch.float64)
+    each game's frame count (G,)."""
+    means, _, counts = frame_statistics(episodes, mask, chunk)
+    return means, counts
+
+
+def frame_statistics(
+    episodes: Episodes, mask: np.ndarray, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each game's mean and second moment of its masked (training) frames, (G, H, W) each in
+    [0, 1] units, and its frame count (G,). Summed in chunks: a float copy of all frames would
+    take 4x (or 8x) their uint8 size."""
+    sums = torch.zeros(2, len(episodes.games), *episodes.frames.shape[1:], dtype=torch.float64)
     rows = np.flatnonzero(mask)
     for start in range(0, len(rows), chunk):
         index = rows[start : start + chunk]
-        frames = episodes.frames[torch.from_numpy(index).to(episodes.frames.device)]
-        sums.index_add_(0, torch.from_numpy(episodes.game_index[index]), frames.cpu().double())
+        frames = episodes.frames[torch.from_numpy(index).to(episodes.frames.device)].cpu().double() / 255.0
+        games = torch.from_numpy(episodes.game_index[index])
+        sums[0].index_add_(0, games, frames)
+        sums[1].index_add_(0, games, frames * frames)
     counts = torch.from_numpy(np.bincount(episodes.game_index[rows], minlength=len(episodes.games)))
-    means = sums / counts.clamp(min=1)[:, None, None] / 255.0
-    return means.float(), counts
+    moments = sums / counts.clamp(min=1)[None, :, None, None]
+    return moments[0].float(), moments[1].float(), counts
+
+
+def pooled_mean_and_std(
+    means: torch.Tensor, squares: torch.Tensor, counts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-game moments (G, H, W) and counts (G,) → the mean and std frames of all games together."""
+    weights = (counts / counts.sum()).to(means.dtype)[:, None, None]
+    mean = (means * weights).sum(0)
+    variance = ((squares * weights).sum(0) - mean * mean).clamp(min=0)
+    return mean, variance.sqrt()
 
 
 def sequence_starts(episodes: Episodes, stack_size: int, seq_len: int, mask: np.ndarray) -> np.ndarray:

@@ -44,8 +44,9 @@ def _breakout(ram: np.ndarray) -> ObjectBoxes:
     ball = _nan_boxes(len(ram))
     ball_y = ram[:, 101] + 9
     present = (ram[:, 101] != 0) & (ball_y <= 196)
-    ball[present] = np.stack([ram[present, 99] - 49, ball_y[present], np.full(present.sum(), 2),
-                              np.full(present.sum(), 4)], axis=1)  # fmt: skip
+    ball[present] = np.stack(
+        [ram[present, 99] - 49, ball_y[present], np.full(present.sum(), 2), np.full(present.sum(), 4)], axis=1
+    )
     # The paddle is 16 pixels wide and slides behind the side walls (x < 8 or x >= 152).
     left = np.clip(ram[:, 72] - 47, 8, 152)
     right = np.clip(ram[:, 72] - 47 + 16, 8, 152)
@@ -59,8 +60,10 @@ def _pong(ram: np.ndarray) -> ObjectBoxes:
     # (paddle) lines above its address depending on frame timing: the boxes hold both.
     ball = _nan_boxes(len(ram))
     present = ram[:, 54] != 0
-    ball[present] = np.stack([ram[present, 49] - 49, ram[present, 54] - 15, np.full(present.sum(), 2),
-                              np.full(present.sum(), 5)], axis=1)  # fmt: skip
+    ball[present] = np.stack(
+        [ram[present, 49] - 49, ram[present, 54] - 15, np.full(present.sum(), 2), np.full(present.sum(), 5)],
+        axis=1,
+    )
     # The paddle is clipped by the court's top (row 34) and bottom (row 194) walls.
     top = np.clip(ram[:, 51] - 14, 34, 194)
     bottom = np.clip(ram[:, 51] + 3, 34, 194)
@@ -83,25 +86,35 @@ def _space_invaders(ram: np.ndarray) -> ObjectBoxes:
     shown[2:] = (height[2:] == height[1:-1]) & (height[2:] != height[:-2])
     shot_y = 2 * height + 3
     present = shown & (shot_y >= 30) & (shot_y + 10 <= 185)
-    shot[present] = np.stack([ram[present, 87] - 2, shot_y[present], np.full(present.sum(), 1),
-                              np.full(present.sum(), 10)], axis=1)  # fmt: skip
+    shot[present] = np.stack(
+        [ram[present, 87] - 2, shot_y[present], np.full(present.sum(), 1), np.full(present.sum(), 10)], axis=1
+    )
     return ObjectBoxes(ball=shot, player=player.astype(np.float64))
 
 
 GAMES: dict[str, GameSpec] = {
     "BreakoutNoFrameskip-v4": GameSpec(
-        boxes=_breakout, open_court=(8, 93, 152, 189), court_level=0, player_track=(8, 189, 152, 193),
+        boxes=_breakout,
+        open_court=(8, 93, 152, 189),
+        court_level=0,
+        player_track=(8, 189, 152, 193),
         player_axis=0,
     ),
     "PongNoFrameskip-v4": GameSpec(
-        boxes=_pong, open_court=(20, 34, 140, 194), court_level=87, player_track=(140, 34, 144, 194),
+        boxes=_pong,
+        open_court=(20, 34, 140, 194),
+        court_level=87,
+        player_track=(140, 34, 144, 194),
         player_axis=1,
     ),
     "SpaceInvadersNoFrameskip-v4": GameSpec(
-        boxes=_space_invaders, open_court=(0, 30, 160, 157), court_level=0, player_track=(0, 187, 160, 193),
+        boxes=_space_invaders,
+        open_court=(0, 30, 160, 157),
+        court_level=0,
+        player_track=(0, 187, 160, 193),
         player_axis=0,
     ),
-}  # fmt: skip
+}
 
 
 def object_boxes(game: str, ram: np.ndarray) -> ObjectBoxes | None:

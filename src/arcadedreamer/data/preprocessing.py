@@ -30,6 +30,11 @@ def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
 
 
+def psnr(mse: float) -> float:
+    """Peak signal-to-noise ratio (dB) of a mean squared error on frames in [0, 1]."""
+    return float("inf") if mse <= 0 else float(10.0 * np.log10(1.0 / mse))
+
+
 def stack_start_indices(episode_ends: np.ndarray, stack_size: int) -> np.ndarray:
     """Indices i whose frames i-stack_size+1 … i lie in one episode (stacks never cross).
 

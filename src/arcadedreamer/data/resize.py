@@ -1,18 +1,5 @@
 """cv2's INTER_AREA downscaling, byte for byte and much cheaper: integer area weights, compiled.
-
-Why: after emulation, turning 210x160 screens into frames is collection's largest cost. cv2
-takes its scalar generic path for non-integer scales (~60 us a frame on the benchmark machine);
-this kernel takes ~35 us for a whole frame straight from ALE's palette indices, and ~5-10 us
-when, as in Atari games, only a few screen rows changed since the previous frame.
-
-Why it is exact: along an axis scaled by p/q (in lowest terms), output pixel d averages the
-source span [d*p/q, (d+1)*p/q); in units of 1/q pixel every source pixel's share is an integer
-and the shares sum to p. So each output is S / (py*px) for an integer S, which float32 sums
-here reproduce exactly (S < 2**24). When py*px is odd, S / (py*px) is never a tie (x.5) and
-sits at least 0.5 / (py*px) from one, far beyond cv2's float32 rounding error, so cv2's
-round-half-even and this floor(S / (py*px) + 1/2) agree. Sizes where py*px is even (or
-large) are not served here; `exact_area_resize_supported` says so and collection then uses
-cv2 itself. Tests compare against cv2 on random and real frames.
+Why it is exact, and what it saves: docs/design.md.
 """
 
 from __future__ import annotations
@@ -66,8 +53,20 @@ UNKNOWN_LEVEL = np.float32(1e9)  # a `levels` entry not learned yet: any frame u
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _area_resize_kernel(screen, levels, out, previous_screen, previous_out, incremental,
-                        row_index, row_weight, col_index, col_weight, half, inverse):  # fmt: skip
+def _area_resize_kernel(
+    screen,
+    levels,
+    out,
+    previous_screen,
+    previous_out,
+    incremental,
+    row_index,
+    row_weight,
+    col_index,
+    col_weight,
+    half,
+    inverse,
+):
     # screen (H, W) uint8 codes, gray level levels[code] → out (h, w) uint8. Sums are integers
     # below 2**24, so float32 adds are exact in any order (fastmath may reorder them).
     # incremental: output rows whose source rows equal previous_screen's are copied from
@@ -161,6 +160,16 @@ class AreaResizer:
         if not incremental:
             previous_screen, previous_out = screen, out
         return _area_resize_kernel(
-            screen, levels, out, previous_screen, previous_out, incremental,
-            self.row_index, self.row_weight, self.col_index, self.col_weight, self.half, self.inverse,
-        )  # fmt: skip
+            screen,
+            levels,
+            out,
+            previous_screen,
+            previous_out,
+            incremental,
+            self.row_index,
+            self.row_weight,
+            self.col_index,
+            self.col_weight,
+            self.half,
+            self.inverse,
+        )

@@ -109,8 +109,9 @@ def rollout_scores(
     horizons = length - context
     flat = windows.stacks.reshape(batch * length, *windows.stacks.shape[2:])
     true_latents = torch.cat([model.encode(chunk) for chunk in flat.split(512)]).reshape(batch, length, -1)
-    imagined = model.imagine(true_latents[:, :context], windows.actions[:, : context - 1],
-                             windows.actions[:, context - 1 :])  # (B, H, D)  # fmt: skip
+    imagined = model.imagine(
+        true_latents[:, :context], windows.actions[:, : context - 1], windows.actions[:, context - 1 :]
+    )  # (B, H, D)
     decoded = model.decode(imagined.reshape(batch * horizons, -1))[:, -1].reshape(
         batch, horizons, *flat.shape[-2:]
     )
@@ -138,8 +139,14 @@ def rollout_scores(
             scores[name]["ssim"].append(metrics.ssim_per_frame(pred[:, h], targets[:, h]).mean().item())
             scores[name]["moving_mse"].append(metrics.masked_mse(pred[:, h], targets[:, h], mask))
             if truth is not None:
-                found = object_scores(pred[:, h].float().numpy(), truth, GAMES[scoring.game],
-                                      scoring.tolerance, scoring.visibility, scoring.typical_mass)  # fmt: skip
+                found = object_scores(
+                    pred[:, h].float().numpy(),
+                    truth,
+                    GAMES[scoring.game],
+                    scoring.tolerance,
+                    scoring.visibility,
+                    scoring.typical_mass,
+                )
                 for metric in OBJECT_METRICS:
                     scores[name][metric].append(getattr(found, metric))
         scores["model"]["latent_mse"].append(
@@ -183,8 +190,15 @@ def evaluate_world_model(model: WorldModel, checkpoint: dict, params: Params) ->
     """Scores every configured game's held-out episodes → the content of eval.json."""
     cfg = params.evaluation
     mean_frames = checkpoint["mean_frames"]
-    result: dict = {"games": {}, "series": {}, "settings": {
-        "context": cfg.context, "horizons": cfg.horizons, "checkpoint_epoch": checkpoint["epoch"]}}  # fmt: skip
+    result: dict = {
+        "games": {},
+        "series": {},
+        "settings": {
+            "context": cfg.context,
+            "horizons": cfg.horizons,
+            "checkpoint_epoch": checkpoint["epoch"],
+        },
+    }
     for game in params.data.games:
         if game not in mean_frames:
             raise UserError(f"the model was not trained on {game} (trained on {', '.join(mean_frames)})")

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from arcadedreamer.training.common import psnr as psnr_from_mse  # one PSNR for the project
+from arcadedreamer.data.preprocessing import psnr as psnr_from_mse  # one PSNR for the project
 
 
 def mse_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -77,8 +77,10 @@ def object_truth(true_frames: np.ndarray, boxes: ObjectBoxes, spec: GameSpec) ->
 
 def _window(centre: np.ndarray, radius: int, size: int) -> tuple[slice, slice]:
     col, row = int(centre[0]), int(centre[1])  # the frame pixel holding the centre
-    return (slice(max(row - radius, 0), min(row + radius + 1, size)),
-            slice(max(col - radius, 0), min(col + radius + 1, size)))  # fmt: skip
+    return (
+        slice(max(row - radius, 0), min(row + radius + 1, size)),
+        slice(max(col - radius, 0), min(col + radius + 1, size)),
+    )
 
 
 def ball_hits(pred: np.ndarray, truth: ObjectTruth, tolerance: int, visibility: float) -> np.ndarray:

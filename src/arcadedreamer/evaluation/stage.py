@@ -17,7 +17,7 @@ from arcadedreamer.evaluation.evaluate import (
     should_promote,
 )
 from arcadedreamer.fileio import atomic_open, atomic_write_json, atomic_write_text
-from arcadedreamer.training.checkpoints import load_world_model
+from arcadedreamer.models.checkpoints import load_world_model
 
 PLOT_METRICS = ("psnr", "ssim", "ball_recall")  # ball_recall: games with a RAM map
 

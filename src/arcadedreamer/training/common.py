@@ -64,7 +64,7 @@ def make_optimizer(model: torch.nn.Module, params: Params, total_steps: int):
         optimizer,
         functools.partial(
             lr_factor, total_steps=total_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.scheduler
-        ),  # fmt: skip
+        ),
     )
     return optimizer, scheduler
 
@@ -93,10 +93,6 @@ def train_step(model, losses: dict[str, torch.Tensor], optimizer, grad_clip: flo
             "(earlier checkpoints are intact)"
         )
     optimizer.step()
-
-
-def psnr(mse: float) -> float:
-    return float("inf") if mse <= 0 else float(10.0 * np.log10(1.0 / mse))
 
 
 def comparison_grid(real: torch.Tensor, recon: torch.Tensor, scale: int = 2) -> np.ndarray:

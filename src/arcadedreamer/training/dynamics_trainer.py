@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from arcadedreamer import interrupts, tracking
 from arcadedreamer.config import Params
@@ -23,9 +22,10 @@ from arcadedreamer.data.dataset import (
 from arcadedreamer.data.preprocessing import stack_start_indices
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_write_json
+from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.dynamics import Dynamics
 from arcadedreamer.models.vae import VAE
-from arcadedreamer.training import checkpoints as ckpt
+from arcadedreamer.progress import progress_bar
 from arcadedreamer.training.common import (
     autocast,
     configure_threads,
@@ -141,9 +141,14 @@ def _train_dynamics(
     start_epoch, run_id = 1, None
     if resume:
         epoch, run_id, path = ckpt.restore_training_state(
-            params, "dynamics", ckpt.dynamics_arch(params), model, optimizer, scheduler,
+            params,
+            "dynamics",
+            ckpt.dynamics_arch(params),
+            model,
+            optimizer,
+            scheduler,
             {"shuffle": shuffle_gen, "sampling": sampling_gen},
-        )  # fmt: skip
+        )
         start_epoch = epoch + 1
         if dist_info.is_main:
             print(f"resuming dynamics training from {path} (epoch {epoch})")
@@ -154,20 +159,21 @@ def _train_dynamics(
     summary: dict = {}
     with dist_info.main_only(tracking.stage_run("dynamics", params, run_id=run_id)) as active_run:
         if dist_info.is_main:
-            tracking.set_tags({"data_hash": dhash, "vae_checkpoint": str(vae_path),
-                               "world_size": str(dist_info.world_size)})  # fmt: skip
+            tracking.set_tags(
+                {"data_hash": dhash, "vae_checkpoint": str(vae_path), "world_size": str(dist_info.world_size)}
+            )
         for epoch in range(start_epoch, cfg.epochs + 1):
             running, seen, sampled, epoch_start = 0.0, 0, 0.0, time.perf_counter()
-            bar = tqdm(total=len(train_set), desc=f"dynamics epoch {epoch}/{cfg.epochs}", unit="seq",
-                       disable=not progress, mininterval=1.0)  # fmt: skip
+            bar = progress_bar(len(train_set), f"dynamics epoch {epoch}/{cfg.epochs}", "seq", progress)
             for global_latents, global_actions in train_set.batches(train_cfg.batch_size, shuffle_gen):
                 batch_latents, batch_actions = (
                     dist_info.shard(global_latents),
                     dist_info.shard(global_actions),
                 )
                 with autocast(device, train_cfg.precision):
-                    losses = net(batch_latents, batch_actions, cfg.scheduled_sampling_prob, cfg.context,
-                                 sampling_gen)  # fmt: skip
+                    losses = net(
+                        batch_latents, batch_actions, cfg.scheduled_sampling_prob, cfg.context, sampling_gen
+                    )
                 train_step(model, losses, optimizer, train_cfg.grad_clip)
                 scheduler.step()
                 interrupts.raise_if_requested()
@@ -184,38 +190,59 @@ def _train_dynamics(
             lr = optimizer.param_groups[0]["lr"]
             val = evaluate_dynamics(model, val_set, params, device)
             metrics = {
-                "train_loss": running / seen, "sampled_fraction": sampled / seen,
-                "val_loss_open_loop": val["loss"], "val_loss_copy_last": val["loss_copy"],
-                "val_gain_over_copy_last": val["loss_copy"] / max(val["loss"], 1e-12), "lr": lr,
+                "train_loss": running / seen,
+                "sampled_fraction": sampled / seen,
+                "val_loss_open_loop": val["loss"],
+                "val_loss_copy_last": val["loss_copy"],
+                "val_gain_over_copy_last": val["loss_copy"] / max(val["loss"], 1e-12),
+                "lr": lr,
                 "train_samples_per_s": seen / train_seconds,
-            }  # fmt: skip
+            }
             tracking.log_metrics(metrics, step=epoch)
-            print(f"dynamics epoch {epoch}: train {metrics['train_loss']:.4f}, open-loop val "
-                  f"{val['loss']:.3g} (copy-last {val['loss_copy']:.3g})")  # fmt: skip
+            print(
+                f"dynamics epoch {epoch}: train {metrics['train_loss']:.4f}, open-loop val "
+                f"{val['loss']:.3g} (copy-last {val['loss_copy']:.3g})"
+            )
             if epoch % train_cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                ckpt.save_checkpoint(ckpt.checkpoint_path(params, "dynamics", epoch), {
-                    "stage": "dynamics", "epoch": epoch, "arch": ckpt.dynamics_arch(params),
-                    "model": model.state_dict(), "vae": vae.state_dict(),
-                    "vae_arch": ckpt.vae_arch(params), "vae_checkpoint": str(vae_path),
-                    "mean_frames": vae_state["mean_frames"],
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": {"shuffle": shuffle_gen.get_state(), "sampling": sampling_gen.get_state()},
-                    "config": params.model_dump(), "data_hash": dhash, "metrics": metrics,
-                    "mlflow_run_id": active_run,
-                })  # fmt: skip
+                ckpt.save_checkpoint(
+                    ckpt.checkpoint_path(params, "dynamics", epoch),
+                    {
+                        "stage": "dynamics",
+                        "epoch": epoch,
+                        "arch": ckpt.dynamics_arch(params),
+                        "model": model.state_dict(),
+                        "vae": vae.state_dict(),
+                        "vae_arch": ckpt.vae_arch(params),
+                        "vae_checkpoint": str(vae_path),
+                        "mean_frames": vae_state["mean_frames"],
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": {"shuffle": shuffle_gen.get_state(), "sampling": sampling_gen.get_state()},
+                        "config": params.model_dump(),
+                        "data_hash": dhash,
+                        "metrics": metrics,
+                        "mlflow_run_id": active_run,
+                    },
+                )
 
         dist_info.barrier()
         if not dist_info.is_main:
             return summary
         final = ckpt.final_checkpoint_path(params, "dynamics")
-        summary = {**metrics, "epochs": cfg.epochs, "data_hash": dhash,
-                   "train_sequences": len(train_set), "val_sequences": len(val_set)}  # fmt: skip
+        summary = {
+            **metrics,
+            "epochs": cfg.epochs,
+            "data_hash": dhash,
+            "train_sequences": len(train_set),
+            "val_sequences": len(val_set),
+        }
         Path(train_cfg.metrics_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(train_cfg.metrics_dir) / "dynamics.json", summary)
         if params.tracking.register_models:
             version = tracking.register_checkpoint(
-                tracking.DYNAMICS_MODEL, final,
+                tracking.DYNAMICS_MODEL,
+                final,
                 {**{k: f"{v:.6g}" for k, v in metrics.items()}, "data_hash": dhash, "run_id": active_run},
-            )  # fmt: skip
+            )
             print(f"registered {tracking.DYNAMICS_MODEL} version {version}")
     return summary

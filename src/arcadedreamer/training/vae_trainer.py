@@ -6,29 +6,30 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from arcadedreamer import interrupts, tracking
 from arcadedreamer.config import Params
 from arcadedreamer.data.dataset import (
     FrameStacks,
     data_hash,
+    frame_statistics,
     gather_stacks,
     load_episodes,
-    mean_frames,
+    pooled_mean_and_std,
     split_episodes,
 )
+from arcadedreamer.data.preprocessing import psnr
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_write_json
+from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.vae import VAE, vae_loss
-from arcadedreamer.training import checkpoints as ckpt
+from arcadedreamer.progress import progress_bar
 from arcadedreamer.training.common import (
     autocast,
     comparison_grid,
     configure_threads,
     make_optimizer,
     maybe_compile,
-    psnr,
     resolve_device,
     train_step,
 )
@@ -45,6 +46,7 @@ def evaluate_vae(
     beta: float,
     device,
     precision: str,
+    loss: str = "sse",
 ) -> dict:
     """Deterministic scores (decoding the posterior mean) over a split, overall and per game,
     beside each game's training mean frame used as a predictor (what a collapsed VAE scores)."""
@@ -58,8 +60,11 @@ def evaluate_vae(
         ids = game_ids[start : start + len(batch)]
         with autocast(device, precision):
             mu, logvar = model.encoder(batch)
-            recon = model.decoder(mu)
-        loss_sum += vae_loss(batch, recon, mu.float(), logvar.float(), beta)["loss"].item() * len(batch)
+            logits = model.decoder.logits(mu)
+        recon = torch.sigmoid(logits.float())
+        loss_sum += vae_loss(batch, logits, mu.float(), logvar.float(), beta, loss)["loss"].item() * len(
+            batch
+        )
         model_err = (recon.float() - batch).pow(2).mean(dim=(1, 2, 3)).cpu().double()
         mean_err = (means[ids].to(device)[:, None] - batch).pow(2).mean(dim=(1, 2, 3)).cpu().double()
         sse[:, 0].index_add_(0, ids, model_err)
@@ -68,8 +73,12 @@ def evaluate_vae(
         count += len(batch)
     model.train()
     mse = sse[:, 0].sum().item() / max(count, 1)
-    out = {"loss": loss_sum / max(count, 1), "mse": mse, "psnr": psnr(mse),
-           "psnr_mean_frame": psnr(sse[:, 1].sum().item() / max(count, 1))}  # fmt: skip
+    out = {
+        "loss": loss_sum / max(count, 1),
+        "mse": mse,
+        "psnr": psnr(mse),
+        "psnr_mean_frame": psnr(sse[:, 1].sum().item() / max(count, 1)),
+    }
     for g, game in enumerate(games):
         if per_game[g] > 0:
             out[f"psnr/{game}"] = psnr(sse[g, 0].item() / per_game[g].item())
@@ -100,8 +109,9 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
 
     torch.manual_seed(train_cfg.seed)
     model = VAE(params.data.stack_size, cfg.latent_dim).to(device)
-    game_means, game_counts = mean_frames(episodes, ~val_mask)  # (G, 64, 64): the mean-frame baseline
-    model.set_mean_frame((game_means * game_counts[:, None, None]).sum(0) / game_counts.sum())
+    game_means, game_squares, game_counts = frame_statistics(episodes, ~val_mask)  # (G, 64, 64) each
+    mean_frame, std_frame = pooled_mean_and_std(game_means, game_squares, game_counts)
+    model.set_frame_statistics(mean_frame, std_frame, standardise_input=cfg.input_norm)
     steps_per_epoch = -(-len(train_set) // train_cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, params, cfg.epochs * steps_per_epoch)
     shuffle_gen = torch.Generator().manual_seed(train_cfg.seed)
@@ -109,9 +119,14 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
     start_epoch, run_id = 1, None
     if resume:
         epoch, run_id, path = ckpt.restore_training_state(
-            params, "vae", ckpt.vae_arch(params), model, optimizer, scheduler,
+            params,
+            "vae",
+            ckpt.vae_arch(params),
+            model,
+            optimizer,
+            scheduler,
             {"shuffle": shuffle_gen, "noise": noise_gen},
-        )  # fmt: skip
+        )
         start_epoch = epoch + 1
         if dist_info.is_main:
             print(f"resuming VAE training from {path} (epoch {epoch})")
@@ -129,12 +144,14 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
         for epoch in range(start_epoch, cfg.epochs + 1):
             model.train()
             running, seen, epoch_start = 0.0, 0, time.perf_counter()
-            bar = tqdm(total=len(train_set), desc=f"vae epoch {epoch}/{cfg.epochs}", unit="stack",
-                       disable=not progress, mininterval=1.0)  # fmt: skip
+            bar = progress_bar(len(train_set), f"vae epoch {epoch}/{cfg.epochs}", "stack", progress)
             for global_batch in train_set.batches(train_cfg.batch_size, shuffle_gen):
                 batch = dist_info.shard(global_batch).to(device, non_blocking=True)
                 with autocast(device, train_cfg.precision):
-                    losses = vae_loss(batch, *net(batch, noise_gen), beta=cfg.beta)
+                    weights = model.surprise_weights(batch, cfg.surprise_weight)
+                    losses = vae_loss(
+                        batch, *net(batch, noise_gen), beta=cfg.beta, loss=cfg.loss, weights=weights
+                    )
                 train_step(model, losses, optimizer, train_cfg.grad_clip)
                 scheduler.step()
                 interrupts.raise_if_requested()
@@ -148,31 +165,54 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
             lr = optimizer.param_groups[0]["lr"]
             if not dist_info.is_main:
                 continue
-            val = evaluate_vae(model, val_set, episodes.games, game_means, train_cfg.batch_size,
-                               cfg.beta, device, train_cfg.precision)  # fmt: skip
+            val = evaluate_vae(
+                model,
+                val_set,
+                episodes.games,
+                game_means,
+                train_cfg.batch_size,
+                cfg.beta,
+                device,
+                train_cfg.precision,
+                cfg.loss,
+            )
             baseline_psnr = val["psnr_mean_frame"]
             metrics = {
-                "train_mse": running / max(seen, 1), "train_psnr": psnr(running / max(seen, 1)),
-                "val_loss": val["loss"], "val_mse": val["mse"], "val_psnr": val["psnr"],
+                "train_mse": running / max(seen, 1),
+                "train_psnr": psnr(running / max(seen, 1)),
+                "val_loss": val["loss"],
+                "val_mse": val["mse"],
+                "val_psnr": val["psnr"],
                 "val_psnr_mean_frame": baseline_psnr,
-                "val_psnr_gain_over_mean_frame": val["psnr"] - baseline_psnr, "lr": lr,
+                "val_psnr_gain_over_mean_frame": val["psnr"] - baseline_psnr,
+                "lr": lr,
                 "train_samples_per_s": seen / train_seconds,
                 **{f"val_{k}": v for k, v in val.items() if "/" in k},
-            }  # fmt: skip
+            }
             tracking.log_metrics(metrics, step=epoch)
-            print(f"vae epoch {epoch}: val PSNR {val['psnr']:.2f} dB "
-                  f"(mean frame {baseline_psnr:.2f} dB), train PSNR {metrics['train_psnr']:.2f} dB")  # fmt: skip
+            print(
+                f"vae epoch {epoch}: val PSNR {val['psnr']:.2f} dB "
+                f"(mean frame {baseline_psnr:.2f} dB), train PSNR {metrics['train_psnr']:.2f} dB"
+            )
             if epoch % train_cfg.checkpoint_every == 0 or epoch == cfg.epochs:
                 path = ckpt.checkpoint_path(params, "vae", epoch)
-                ckpt.save_checkpoint(path, {
-                    "stage": "vae", "epoch": epoch, "arch": ckpt.vae_arch(params),
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state().cpu()},
-                    "config": params.model_dump(), "data_hash": dhash, "metrics": metrics,
-                    "mean_frames": dict(zip(episodes.games, game_means)),
-                    "mlflow_run_id": active_run,
-                })  # fmt: skip
+                ckpt.save_checkpoint(
+                    path,
+                    {
+                        "stage": "vae",
+                        "epoch": epoch,
+                        "arch": ckpt.vae_arch(params),
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state().cpu()},
+                        "config": params.model_dump(),
+                        "data_hash": dhash,
+                        "metrics": metrics,
+                        "mean_frames": dict(zip(episodes.games, game_means)),
+                        "mlflow_run_id": active_run,
+                    },
+                )
                 with torch.no_grad():
                     recon = model.decode(model.encode(preview)).float()
                 grid = comparison_grid(preview[:, -1].cpu(), recon[:, -1].cpu())
@@ -182,15 +222,24 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
         if not dist_info.is_main:
             return summary
         final = ckpt.final_checkpoint_path(params, "vae")
-        summary = {**{k.replace("/", "_"): v for k, v in metrics.items()}, "epochs": cfg.epochs, "data_hash": dhash,
-                   "train_stacks": len(train_set),
-                   "val_split": "heldout episodes" if val_set is not train_set else "train (one episode per game)"}  # fmt: skip
+        summary = {
+            **{k.replace("/", "_"): v for k, v in metrics.items()},
+            "epochs": cfg.epochs,
+            "data_hash": dhash,
+            "train_stacks": len(train_set),
+            "val_split": "heldout episodes" if val_set is not train_set else "train (one episode per game)",
+        }
         Path(train_cfg.metrics_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(train_cfg.metrics_dir) / "vae.json", summary)
         if params.tracking.register_models:
             version = tracking.register_checkpoint(
-                tracking.VAE_MODEL, final,
-                {**{k.replace("/", "_"): f"{v:.6g}" for k, v in metrics.items()}, "data_hash": dhash, "run_id": active_run},
-            )  # fmt: skip
+                tracking.VAE_MODEL,
+                final,
+                {
+                    **{k.replace("/", "_"): f"{v:.6g}" for k, v in metrics.items()},
+                    "data_hash": dhash,
+                    "run_id": active_run,
+                },
+            )
             print(f"registered {tracking.VAE_MODEL} version {version}")
     return summary

@@ -21,7 +21,7 @@ from arcadedreamer.data.emulator import replay
 from arcadedreamer.data.preprocessing import episode_ids, to_uint8
 from arcadedreamer.data.storage import GameData
 from arcadedreamer.errors import UserError
-from arcadedreamer.fileio import atomic_open
+from arcadedreamer.fileio import atomic_open, check_output_path
 from arcadedreamer.models.world_model import WorldModel
 
 HEADER = 14  # pixels of text above each panel
@@ -80,8 +80,15 @@ def real_continuation(
 
 
 @torch.no_grad()
-def dream(model: WorldModel, data: GameData, actions: list[int], episode: int, start: int,
-          stack_size: int, context: int) -> Dream:  # fmt: skip
+def dream(
+    model: WorldModel,
+    data: GameData,
+    actions: list[int],
+    episode: int,
+    start: int,
+    stack_size: int,
+    context: int,
+) -> Dream:
     """Warm the GRU on `context` real stacks from `start` in `episode`, then imagine."""
     first, stop = episode_bounds(data, episode)
     last_context = first + start + stack_size - 1 + context - 1  # row of the newest real frame
@@ -142,35 +149,34 @@ def render_frames(result: Dream, scale: int) -> list[np.ndarray]:
     return images
 
 
-def check_gif_path(path: Path) -> Path:
-    """Fail before any work when the GIF could not be written there."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory; give a .gif file path with --out")
-    if not path.parent.exists():
-        raise UserError(f"{path}: directory {path.parent} does not exist; create it or choose another --out")
-    return path
-
-
 def write_gif(images: list[np.ndarray], path: str | Path, fps: int) -> None:
-    path = check_gif_path(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
         # GIF stores delays in hundredths of a second
         iio.imwrite(handle, np.stack(images), extension=".gif", duration=10 * round(100 / fps), loop=0)
 
 
-def run_dream(params, game: str, checkpoint_path: Path, actions: list[int] | None, *, steps: int,
-              episode: int, start: int, out: Path) -> Path:  # fmt: skip
+def run_dream(
+    params,
+    game: str,
+    checkpoint_path: Path,
+    actions: list[int] | None,
+    *,
+    steps: int,
+    episode: int,
+    start: int,
+    out: Path,
+) -> Path:
     """The dream command: load, imagine, render, write the GIF atomically, log it to MLflow."""
     from arcadedreamer import tracking
     from arcadedreamer.data.storage import load_game_data
-    from arcadedreamer.training.checkpoints import load_world_model
+    from arcadedreamer.models.checkpoints import check_trained_on, load_world_model
 
-    out = Path(out)
-    if out.parent == Path(params.dream.out_dir):
-        out.parent.mkdir(parents=True, exist_ok=True)  # the default place; any other must exist
-    check_gif_path(out)
-    model, _ = load_world_model(checkpoint_path, params)
+    out = check_output_path(out, "--out", suffix=".gif")
+    torch.set_num_threads(params.play.num_threads)  # small batches: more threads only add contention
+    model, checkpoint = load_world_model(checkpoint_path, params)
+    check_trained_on(checkpoint, game, checkpoint_path)
     game_dir = Path(params.heldout.out_dir) / game
     if not game_dir.exists():
         raise UserError(

@@ -115,9 +115,15 @@ class PlaySession:
         arrays["episode_ends"][-1] = True
         arrays["actions"][arrays["episode_ends"]] = 0
         arrays["rewards"][arrays["episode_ends"]] = 0.0
-        manifest = {"game": self.game, "frames": len(arrays["frames"]), "episodes": int(arrays["episode_ends"].sum()),
-                    "seed": None, "policy": "human play (arcadedreamer play --record)", "frame_size": self.frame_size,
-                    "versions": library_versions()}  # fmt: skip
+        manifest = {
+            "game": self.game,
+            "frames": len(arrays["frames"]),
+            "episodes": int(arrays["episode_ends"].sum()),
+            "seed": None,
+            "policy": "human play (arcadedreamer play --record)",
+            "frame_size": self.frame_size,
+            "versions": library_versions(),
+        }
         game_dir = Path(root) / self.game
         save_game_data(game_dir, arrays, manifest)
         return game_dir
@@ -126,10 +132,12 @@ class PlaySession:
 def keys_to_action(pressed, pygame) -> int:
     """Arrow keys + Space, as held now, → one of ALE's 18 actions."""
     return action_from_keys(
-        up=bool(pressed[pygame.K_UP]), down=bool(pressed[pygame.K_DOWN]),
-        left=bool(pressed[pygame.K_LEFT]), right=bool(pressed[pygame.K_RIGHT]),
+        up=bool(pressed[pygame.K_UP]),
+        down=bool(pressed[pygame.K_DOWN]),
+        left=bool(pressed[pygame.K_LEFT]),
+        right=bool(pressed[pygame.K_RIGHT]),
         fire=bool(pressed[pygame.K_SPACE]),
-    )  # fmt: skip
+    )
 
 
 def render(screen, session: PlaySession, scale: int, fps: float, font, pygame) -> None:
@@ -153,10 +161,23 @@ def render(screen, session: PlaySession, scale: int, fps: float, font, pygame) -
         screen.blit(font.render(text, True, (230, 230, 230)), (6, size + 6 + row * 22))
 
 
-def run_play(game: str, model: WorldModel, *, stack_size: int, fps: int, scale: int, dream: bool = False,
-             headless: bool = False, steps: int | None = None, screenshot: str | Path | None = None,
-             record: str | Path | None = None, seed: int = 0) -> dict:  # fmt: skip
+def run_play(
+    game: str,
+    model: WorldModel,
+    *,
+    stack_size: int,
+    fps: int,
+    scale: int,
+    dream: bool = False,
+    headless: bool = False,
+    steps: int | None = None,
+    screenshot: str | Path | None = None,
+    record: str | Path | None = None,
+    seed: int = 0,
+    num_threads: int = 1,
+) -> dict:
     """The play loop. Returns a summary: steps run, why it stopped, files written."""
+    torch.set_num_threads(num_threads)  # batch-1 steps: more threads only add contention (README)
     if headless:
         os.environ["SDL_VIDEODRIVER"] = "dummy"
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")

@@ -23,13 +23,19 @@ from arcadedreamer.models.world_model import WorldModel
 
 
 def vae_arch(params: Params) -> dict[str, int]:
-    return {"stack_size": params.data.stack_size, "frame_size": params.data.frame_size,
-            "latent_dim": params.vae.latent_dim}  # fmt: skip
+    return {
+        "stack_size": params.data.stack_size,
+        "frame_size": params.data.frame_size,
+        "latent_dim": params.vae.latent_dim,
+    }
 
 
 def dynamics_arch(params: Params) -> dict[str, int]:
-    return {"latent_dim": params.vae.latent_dim, "num_actions": params.dynamics.num_actions,
-            "hidden_size": params.dynamics.hidden_size}  # fmt: skip
+    return {
+        "latent_dim": params.vae.latent_dim,
+        "num_actions": params.dynamics.num_actions,
+        "hidden_size": params.dynamics.hidden_size,
+    }
 
 
 def stage_dir(params: Params, stage: str) -> Path:
@@ -122,15 +128,20 @@ def schema_problem(checkpoint: dict) -> str | None:
         weights = checkpoint.get(weights_key)
         if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
             return f"'{weights_key}' is missing or not a mapping of tensors"
-        expected = (VAE(arch["stack_size"], arch["latent_dim"]) if kind == "vae"
-                    else Dynamics(arch["latent_dim"], arch["num_actions"], arch["hidden_size"])).state_dict()  # fmt: skip
+        expected = (
+            VAE(arch["stack_size"], arch["latent_dim"])
+            if kind == "vae"
+            else Dynamics(arch["latent_dim"], arch["num_actions"], arch["hidden_size"])
+        ).state_dict()
         if set(weights) != set(expected):
             missing = sorted(set(expected) - set(weights)) or sorted(set(weights) - set(expected))
             return f"'{weights_key}' does not hold the {kind} model's weights (e.g. {missing[0]})"
         for name, tensor in expected.items():
             if weights[name].shape != tensor.shape:
-                return (f"'{weights_key}.{name}' has shape {tuple(weights[name].shape)}, "
-                        f"its architecture needs {tuple(tensor.shape)}")  # fmt: skip
+                return (
+                    f"'{weights_key}.{name}' has shape {tuple(weights[name].shape)}, "
+                    f"its architecture needs {tuple(tensor.shape)}"
+                )
     means = checkpoint.get("mean_frames")
     if not isinstance(means, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) and v.dim() == 2 for k, v in means.items()
@@ -143,8 +154,13 @@ def schema_problem(checkpoint: dict) -> str | None:
 
 def check_arch(checkpoint: dict, expected: dict[str, int], path: str | Path, key: str = "arch") -> None:
     found = checkpoint.get(key, {})
-    section = {"stack_size": "data", "frame_size": "data", "latent_dim": "vae",
-               "hidden_size": "dynamics", "num_actions": "dynamics"}  # fmt: skip
+    section = {
+        "stack_size": "data",
+        "frame_size": "data",
+        "latent_dim": "vae",
+        "hidden_size": "dynamics",
+        "num_actions": "dynamics",
+    }
     diffs = [
         f"{section.get(name, '?')}.{name}={found.get(name)} (params.yaml has {value})"
         for name, value in expected.items()
@@ -154,6 +170,16 @@ def check_arch(checkpoint: dict, expected: dict[str, int], path: str | Path, key
         raise UserError(
             f"{path}: architecture does not match params.yaml: trained with {', '.join(diffs)}; "
             "use matching params or retrain"
+        )
+
+
+def check_trained_on(checkpoint: dict, game: str, path: str | Path) -> None:
+    """A world model knows the games it was trained on; it dreams no other."""
+    games = list(checkpoint["mean_frames"])
+    if game not in games:
+        raise UserError(
+            f"{path}: this model was trained on {', '.join(games)}, not {game}; choose one of those "
+            "games or train on it (data.games in params.yaml)"
         )
 
 
