@@ -19,8 +19,11 @@ QUICKSTART := $(QUICKSTART_COMMON) -S vae.epochs=2 -S dynamics.epochs=3
 QUICKSTART_LONG := $(QUICKSTART_COMMON) -S vae.epochs=8 -S dynamics.epochs=12
 # dvc exp run writes the experiment's values into params.yaml; the quickstart puts yours back
 KEEP_PARAMS = cp params.yaml .params.yaml.before-quickstart && trap 'mv -f .params.yaml.before-quickstart params.yaml' EXIT
+# In a fresh clone (no dvc.lock yet) dvc exp run warns once per output that it has nothing to
+# restore; that is expected, so those lines are dropped (everything else, errors included, passes)
+QUIET_DVC = 2> >(grep -v --line-buffered "No file hash info found for" >&2)
 
-.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui dream play bench test lint clean audit
+.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui dream play bench gpu-check test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -56,11 +59,11 @@ repro: data mlflow.db ## Run the whole pipeline with params.yaml (dvc repro)
 	ARCADEDREAMER_PIPELINE_ID=$$(date +%Y%m%d-%H%M%S) dvc repro
 
 quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CPU setting (dvc exp run, ~10 min; GAME=…)
-	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART)
+	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
 quickstart-long: data mlflow.db ## The quickstart trained 4x longer (under an hour on 2 CPU cores; GAME=…)
-	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-long-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_LONG)
+	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-long-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_LONG) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
 # The ball ablation (README): the quickstart with each VAE setting, one DVC experiment each.
@@ -74,12 +77,12 @@ ABLATION_COLUMNS = 'vae\.(loss|input_norm|surprise_weight)|recon_ball_recall|bal
 
 ablation: data mlflow.db ## Which VAE setting keeps the ball: six quickstart experiments (~1 h), then their table
 	@$(KEEP_PARAMS); for setting in $(ABLATION); do \
-		ARCADEDREAMER_PIPELINE_ID=ablation-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $$setting || exit 1; \
+		ARCADEDREAMER_PIPELINE_ID=ablation-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $$setting $(QUIET_DVC) || exit 1; \
 	done
 	dvc exp show --md --drop '.*' --keep $(ABLATION_COLUMNS) --sort-by recon_ball_recall
 
 quickstart-summary:
-	@dvc metrics show
+	@arcadedreamer scores
 	@echo "Dream: outputs/dream_$(GAME).gif   Scores: metrics/eval.json, plots/eval_curves.png"
 	@echo "params.yaml is as it was (the quickstart's values live in the experiment: dvc exp show)"
 	@echo "Compare experiments: dvc exp show   MLflow UI: make ui"
@@ -96,6 +99,10 @@ play: install ## Play the real game beside the world model (pygame window; arrow
 bench: install ## Run the benchmarks (collection, training, FLOP/s, memory) and write bench/results.md
 	mkdir -p bench
 	$(BIN)/python benchmarks/run_all.py | tee bench/results.md
+
+gpu-check: install ## On a CUDA machine: prove bf16 = fp32, time both stages, extrapolate the full defaults (bench/gpu_check.json)
+	mkdir -p bench
+	$(BIN)/python benchmarks/gpu_check.py $${PART:+--part $$PART}
 
 test: install ## Run the test suite (real ALE, DVC, MLflow, PyTorch on tiny data)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -114,3 +114,23 @@ def test_every_stage_depends_on_all_the_code_it_imports(name):
         if not any(module_file(m) == d or d in module_file(m).parents for d in deps)
     ]
     assert not missing, f"dvc.yaml stage {name} runs code it does not depend on: {missing}"
+
+
+def test_the_gpu_check_runs_its_smoke_form_on_the_cpu(tmp_path):
+    """`benchmarks/gpu_check.py --smoke`: every part of the GPU check on tiny CPU sizes, so the
+    script a lent GPU runs cannot rot unseen."""
+    out = tmp_path / "gpu_check.json"
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out", str(out),
+         "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(out.read_text())
+    for stage in ("vae", "dynamics"):
+        check = figures["check"][stage]
+        assert check["ok"] and check["finite"] and check["relative_gap"] <= 0.05
+        assert all(
+            r["samples_per_s"] > 0 and 0 <= r["data_wait"] < 1 for r in figures["speed"][stage].values()
+        )
+    assert figures["report"]["total_s"] > 0 and "full defaults" in figures["report"]["verdict"]

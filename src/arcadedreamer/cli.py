@@ -254,6 +254,25 @@ def evaluate(
 
 
 @app.command()
+def scores(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Print the scorecard of the last evaluation (evaluation.metrics_file), a few lines per game."""
+    from arcadedreamer.evaluation.stage import format_headline
+
+    cfg = load_params(params)
+    path = Path(cfg.evaluation.metrics_file)
+    try:
+        report = json.loads(path.read_text())
+        report["games"]  # noqa: B018 - must be there
+    except FileNotFoundError:
+        raise UserError(
+            f"{path}: no scores yet; run `arcadedreamer evaluate` (or `make quickstart`)"
+        ) from None
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not an evaluation report; run `arcadedreamer evaluate` again") from None
+    typer.echo(format_headline(report))
+
+
+@app.command()
 def dream(
     game: Annotated[str | None, typer.Option("--game", help="Game id (default: dream.game).")] = None,
     actions: Annotated[

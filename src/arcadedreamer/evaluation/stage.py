@@ -75,28 +75,36 @@ def plot_curves(result: dict, path: Path) -> Path:
     return path
 
 
+def _horizons(scores: dict, prefix: str) -> list[int]:
+    """The headline horizons of `prefix` keys (`psnr_h10_gain` → 10), in order."""
+    found = {int(k.removeprefix(prefix).split("_")[0]) for k in scores if k.startswith(prefix)}
+    return sorted(found)
+
+
+def _ratio(value) -> str:
+    """0.91 → "0.91"; a score with nothing to score (NaN, or None in eval.json) → "n/a"."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
 def format_headline(result: dict) -> str:
+    """A few lines per game: PSNR gains over copy-last, and the object scores where scored."""
     lines = []
     for game, scores in result["games"].items():
-        gains = ", ".join(
-            f"h{k.split('_')[1][1:]} {v:+.2f} dB"
-            for k, v in scores.items()
-            if k.endswith("_gain") and k.startswith("psnr_h")
-        )
+        gains = ", ".join(f"h{h} {scores[f'psnr_h{h}_gain']:+.2f} dB" for h in _horizons(scores, "psnr_h"))
         lines.append(
             f"{game}: model PSNR minus copy-last {gains}; reconstruction minus mean frame "
             f"{scores['recon_gain_over_mean_frame']:+.2f} dB ({scores['windows']} rollouts)"
         )
         if "recon_ball_recall" in scores:
             recalls = ", ".join(
-                f"h{k.split('_')[2][1:]} {v:.2f} (copy-last {scores[k.replace('_model', '_copy_last')]:.2f})"
-                for k, v in scores.items()
-                if k.startswith("ball_recall_h") and k.endswith("_model")
+                f"h{h} {_ratio(scores[f'ball_recall_h{h}_model'])} "
+                f"(copy-last {_ratio(scores[f'ball_recall_h{h}_copy_last'])})"
+                for h in _horizons(scores, "ball_recall_h")
             )
             lines.append(
-                f"{game}: ball recall {recalls}; reconstruction {scores['recon_ball_recall']:.2f}, "
-                f"its false-ball rate {scores['recon_false_ball_rate']:.2f}, "
-                f"player error {scores['recon_player_error']:.2f} px"
+                f"{game}: ball recall {recalls}; reconstruction {_ratio(scores['recon_ball_recall'])}, "
+                f"its false-ball rate {_ratio(scores['recon_false_ball_rate'])}, "
+                f"player error {_ratio(scores['recon_player_error'])} px"
             )
     return "\n".join(lines)
 
