@@ -23,7 +23,7 @@ KEEP_PARAMS = cp params.yaml .params.yaml.before-quickstart && trap 'mv -f .para
 # restore; that is expected, so those lines are dropped (everything else, errors included, passes)
 QUIET_DVC = 2> >(grep -v --line-buffered "No file hash info found for" >&2)
 
-.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui dream play bench gpu-check test lint clean audit
+.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui serve dream play bench gpu-check test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -89,6 +89,10 @@ quickstart-summary:
 
 ui: install mlflow.db ## Start the MLflow UI on http://127.0.0.1:5000 (runs, images, GIFs, registry)
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+serve: install mlflow.db ## Serve the champion world model over HTTP on 127.0.0.1:5001 (mlflow models serve)
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} mlflow models serve \
+		-m models:/arcadedreamer-dynamics@$${ALIAS:-champion} --env-manager local --host 127.0.0.1 --port 5001
 
 dream: install ## Dream Breakout from the registry's champion: make dream ACTIONS="1,1,1,2,2,3,3"
 	arcadedreamer dream --game $${GAME:-BreakoutNoFrameskip-v4} $${ACTIONS:+--actions "$$ACTIONS"}

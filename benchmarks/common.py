@@ -40,15 +40,16 @@ def vae_training_step(batch: int, compiled: bool = False):
     a callable. With `compiled`, the model's forward goes through torch.compile."""
     import torch
 
-    from arcadedreamer.models.vae import VAE, vae_loss
-    from arcadedreamer.training.common import train_step
+    from arcadedreamer.models.vae import VAE
+    from arcadedreamer.training.common import ComputeLoss, train_step
 
     torch.manual_seed(0)
     model = VAE()
-    net = torch.compile(model) if compiled else model
+    net = ComputeLoss(model, beta=1e-4, loss="bce", surprise=0.5)  # what the trainer's loop calls
+    net = torch.compile(net) if compiled else net
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     frames = torch.rand(batch, 4, 64, 64)  # (B, stack, H, W) in [0, 1]
-    return lambda: train_step(model, vae_loss(frames, *net(frames), beta=1e-4, loss="bce"), optimizer, 1.0)
+    return lambda: train_step(model, net(frames), optimizer, 1.0)
 
 
 def dynamics_training_step(batch: int, seq_len: int, compiled: bool = False):
@@ -56,14 +57,13 @@ def dynamics_training_step(batch: int, seq_len: int, compiled: bool = False):
     import torch
 
     from arcadedreamer.models.dynamics import Dynamics
-    from arcadedreamer.training.common import train_step
-    from arcadedreamer.training.dynamics_trainer import SequenceLoss
+    from arcadedreamer.training.common import ComputeLoss, train_step
 
     torch.manual_seed(0)
     model = Dynamics()
-    net = SequenceLoss(model)
+    net = ComputeLoss(model, sampling_prob=0.5, context=4, generator=None)
     net = torch.compile(net) if compiled else net
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     latents = torch.randn(batch, seq_len + 1, 64)  # (B, T+1, latent)
     actions = torch.randint(0, 18, (batch, seq_len))  # (B, T)
-    return lambda: train_step(model, net(latents, actions, 0.5, 4, None), optimizer, 1.0)
+    return lambda: train_step(model, net(latents, actions), optimizer, 1.0)

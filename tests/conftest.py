@@ -75,7 +75,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """Collect 600 frames of Breakout and Pong, held-out episodes, 1-epoch VAE and dynamics."""
-    from arcadedreamer.data.collector import collect_to_disk
+    from arcadedreamer.data.collector import collect_dataset
     from arcadedreamer.training.dynamics_trainer import train_dynamics
     from arcadedreamer.training.vae_trainer import train_vae
 
@@ -83,26 +83,8 @@ def trained(tmp_path_factory):
     games = ["BreakoutNoFrameskip-v4", "PongNoFrameskip-v4"]
     path = write_params(root, tiny_params_dict(root, games))
     params = load_params(path)
-    data, held = params.data, params.heldout
-    common = dict(frame_size=64, hold_min=1, hold_max=8, num_workers=1, progress=False)
-    collect_to_disk(
-        games,
-        data.frames_per_game,
-        data.out_dir,
-        seed=data.seed,
-        num_envs=data.num_envs,
-        max_episode_frames=data.max_episode_frames,
-        **common,
-    )
-    collect_to_disk(
-        games,
-        held.episodes_per_game * held.frames_per_episode,
-        held.out_dir,
-        seed=held.seed,
-        num_envs=held.episodes_per_game,
-        max_episode_frames=held.frames_per_episode,
-        **common,
-    )
+    collect_dataset(params, progress=False)
+    collect_dataset(params, heldout=True, progress=False)
     vae_summary = train_vae(params, progress=False)
     dyn_summary = train_dynamics(params, progress=False)
     return SimpleNamespace(

@@ -90,55 +90,28 @@ def collect(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Play the games with a seeded random policy and store 64×64 grayscale frames."""
-    from arcadedreamer.data.collector import collect_to_disk
+    from arcadedreamer.data.collector import collect_dataset
 
     cfg = load_params(params)
     games = [_game(game)] if game else cfg.data.games
     _check_dirs(cfg, "data.out_dir")
-    data = cfg.data
-    manifests = collect_to_disk(
-        games,
-        frames or data.frames_per_game,
-        data.out_dir,
-        seed=data.seed,
-        num_envs=data.num_envs,
-        frame_size=data.frame_size,
-        hold_min=data.action_hold_min,
-        hold_max=data.action_hold_max,
-        max_episode_frames=data.max_episode_frames,
-        num_workers=data.num_workers,
-    )
-    for m in manifests:
+    for m in collect_dataset(cfg, games=games, frames=frames):
         typer.echo(
             f"{m['game']}: {m['frames']} frames, {m['episodes']} episodes -> "
-            f"{Path(data.out_dir) / m['game']} (hash {m['content_hash'][:12]})"
+            f"{Path(cfg.data.out_dir) / m['game']} (hash {m['content_hash'][:12]})"
         )
 
 
 @app.command()
 def heldout(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Regenerate the pinned held-out evaluation episodes (seeds training never uses)."""
-    from arcadedreamer.data.collector import collect_to_disk
+    from arcadedreamer.data.collector import collect_dataset
 
     cfg = load_params(params)
     _check_dirs(cfg, "heldout.out_dir")
-    held, data = cfg.heldout, cfg.data
-    manifests = collect_to_disk(
-        data.games,
-        held.episodes_per_game * held.frames_per_episode,
-        held.out_dir,
-        seed=held.seed,
-        num_envs=held.episodes_per_game,
-        frame_size=data.frame_size,
-        hold_min=data.action_hold_min,
-        hold_max=data.action_hold_max,
-        max_episode_frames=held.frames_per_episode,
-        num_workers=data.num_workers,
-    )
-    for m in manifests:
+    for m in collect_dataset(cfg, heldout=True):
         typer.echo(
-            f"{m['game']}: {m['episodes']} held-out episodes, {m['frames']} frames "
-            f"(hash {m['content_hash'][:12]})"
+            f"{m['game']}: {m['episodes']} held-out episodes, {m['frames']} frames (hash {m['content_hash'][:12]})"
         )
 
 

@@ -18,32 +18,14 @@ import cv2
 import numpy as np
 
 from arcadedreamer import interrupts
-from arcadedreamer.data.actions import NUM_ACTIONS
+from arcadedreamer.config import Params
 from arcadedreamer.data.atari import open_emulator, rom_path
 from arcadedreamer.data.objects import RAM_SIZE
+from arcadedreamer.data.policy import HeldRandomPolicy
 from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import library_versions, save_game_data
 from arcadedreamer.fileio import exclusive_lock
 from arcadedreamer.progress import progress_bar
-
-
-class HeldRandomPolicy:
-    """Random full-set actions, each held for a random number of frames (vectorised)."""
-
-    def __init__(self, num_envs: int, hold_min: int, hold_max: int, seed: int):
-        self.rng = np.random.default_rng(seed)
-        self.hold_min, self.hold_max = hold_min, hold_max
-        self.actions = np.zeros(num_envs, dtype=np.int64)
-        self.remaining = np.zeros(num_envs, dtype=np.int64)
-
-    def __call__(self) -> np.ndarray:
-        renew = self.remaining <= 0
-        count = int(renew.sum())
-        if count:
-            self.actions[renew] = self.rng.integers(0, NUM_ACTIONS, size=count)
-            self.remaining[renew] = self.rng.integers(self.hold_min, self.hold_max + 1, size=count)
-        self.remaining -= 1
-        return self.actions.copy()
 
 
 def frames_per_env(total: int, num_envs: int) -> list[int]:
@@ -347,3 +329,26 @@ def collect_to_disk(
             }
             manifests.append(save_game_data(game_dir, arrays, manifest))
     return manifests
+
+
+def collect_dataset(
+    params: Params,
+    heldout: bool = False,
+    games: list[str] | None = None,
+    frames: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Collect what `params` configures: the training data (`data.*`), or with `heldout` the
+    pinned evaluation episodes (`heldout.*`: one emulator an episode, truncated at its length)."""
+    data, held = params.data, params.heldout
+    common = dict(frame_size=data.frame_size, hold_min=data.action_hold_min, hold_max=data.action_hold_max,
+                  num_workers=data.num_workers, progress=progress)  # fmt: skip
+    if heldout:
+        return collect_to_disk(
+            games or data.games, held.episodes_per_game * held.frames_per_episode, held.out_dir,
+            seed=held.seed, num_envs=held.episodes_per_game, max_episode_frames=held.frames_per_episode, **common,
+        )  # fmt: skip
+    return collect_to_disk(
+        games or data.games, frames or data.frames_per_game, data.out_dir, seed=data.seed,
+        num_envs=data.num_envs, max_episode_frames=data.max_episode_frames, **common,
+    )  # fmt: skip

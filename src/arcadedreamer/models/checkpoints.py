@@ -21,21 +21,24 @@ from arcadedreamer.models.dynamics import Dynamics
 from arcadedreamer.models.vae import VAE
 from arcadedreamer.models.world_model import WorldModel
 
+# The architecture, described once: each model's shape-setting values and the params.yaml
+# section each comes from. Checkpoints store them as `arch` / `vae_arch`.
+ARCH = {
+    "vae": {"stack_size": "data", "frame_size": "data", "latent_dim": "vae"},
+    "dynamics": {"latent_dim": "vae", "num_actions": "dynamics", "hidden_size": "dynamics"},
+}
+
+
+def arch_of(params: Params, model: str) -> dict[str, int]:
+    return {name: getattr(getattr(params, section), name) for name, section in ARCH[model].items()}
+
 
 def vae_arch(params: Params) -> dict[str, int]:
-    return {
-        "stack_size": params.data.stack_size,
-        "frame_size": params.data.frame_size,
-        "latent_dim": params.vae.latent_dim,
-    }
+    return arch_of(params, "vae")
 
 
 def dynamics_arch(params: Params) -> dict[str, int]:
-    return {
-        "latent_dim": params.vae.latent_dim,
-        "num_actions": params.dynamics.num_actions,
-        "hidden_size": params.dynamics.hidden_size,
-    }
+    return arch_of(params, "dynamics")
 
 
 def stage_dir(params: Params, stage: str) -> Path:
@@ -105,12 +108,6 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
     return checkpoint
 
 
-ARCH_KEYS = {
-    "vae": ("stack_size", "frame_size", "latent_dim"),
-    "dynamics": ("latent_dim", "num_actions", "hidden_size"),
-}
-
-
 def schema_problem(checkpoint: dict) -> str | None:
     """What is wrong with a loaded checkpoint's layout, or None: every entry the loaders read,
     with its type, and weights whose names and shapes are those of the architecture it states."""
@@ -121,7 +118,7 @@ def schema_problem(checkpoint: dict) -> str | None:
         arch = checkpoint.get(arch_key)
         if not isinstance(arch, dict):
             return f"'{arch_key}' is missing or not a mapping"
-        for name in ARCH_KEYS[kind]:
+        for name in ARCH[kind]:
             value = arch.get(name)
             if type(value) is not int or not 0 < value <= 65_536:
                 return f"{arch_key}.{name} is {str(value)[:40]!r}, not a positive integer"
@@ -154,13 +151,7 @@ def schema_problem(checkpoint: dict) -> str | None:
 
 def check_arch(checkpoint: dict, expected: dict[str, int], path: str | Path, key: str = "arch") -> None:
     found = checkpoint.get(key, {})
-    section = {
-        "stack_size": "data",
-        "frame_size": "data",
-        "latent_dim": "vae",
-        "hidden_size": "dynamics",
-        "num_actions": "dynamics",
-    }
+    section = {**ARCH["vae"], **ARCH["dynamics"]}
     diffs = [
         f"{section.get(name, '?')}.{name}={found.get(name)} (params.yaml has {value})"
         for name, value in expected.items()

@@ -75,6 +75,18 @@ def maybe_compile(module: torch.nn.Module, params: Params) -> torch.nn.Module:
     return torch.compile(module) if params.training.compile else module
 
 
+class ComputeLoss(torch.nn.Module):
+    """A model's `compute_loss` as a module's forward, its settings bound: what the loop calls and
+    DistributedDataParallel wraps (DDP synchronises the gradients of what runs through forward)."""
+
+    def __init__(self, model: torch.nn.Module, **settings):
+        super().__init__()
+        self.model, self.settings = model, settings
+
+    def forward(self, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.compute_loss(*batch, **self.settings)
+
+
 def train_step(model, losses: dict[str, torch.Tensor], optimizer, grad_clip: float) -> None:
     """One optimizer step; a loss or gradient that is not finite stops training before it
     reaches the weights, so the last checkpoint stays good and nothing diverged is registered."""

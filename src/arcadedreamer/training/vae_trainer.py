@@ -1,13 +1,10 @@
-"""VAE training: MSE reconstruction + beta·KL on frame stacks, tracked in MLflow."""
+"""VAE training: the reconstruction term + beta·KL on frame stacks, run by the shared loop."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import torch
 
-from arcadedreamer import interrupts, tracking
+from arcadedreamer import tracking
 from arcadedreamer.config import Params
 from arcadedreamer.data.dataset import (
     FrameStacks,
@@ -20,20 +17,17 @@ from arcadedreamer.data.dataset import (
 )
 from arcadedreamer.data.preprocessing import psnr
 from arcadedreamer.errors import UserError
-from arcadedreamer.fileio import atomic_write_json
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.vae import VAE, vae_loss
-from arcadedreamer.progress import progress_bar
+from arcadedreamer.training import loop
 from arcadedreamer.training.common import (
+    ComputeLoss,
     autocast,
     comparison_grid,
     configure_threads,
-    make_optimizer,
-    maybe_compile,
     resolve_device,
-    train_step,
 )
-from arcadedreamer.training.distributed import Distributed, init_distributed, shutdown, wrap
+from arcadedreamer.training.distributed import Distributed, init_distributed, shutdown
 
 
 @torch.no_grad()
@@ -90,12 +84,14 @@ def train_vae(params: Params, resume: bool = False, progress: bool = True) -> di
     configure_threads(params)
     dist_info, device = init_distributed(resolve_device(params.training.device))
     try:
-        return _train_vae(params, resume, progress and dist_info.is_main, dist_info, device)
+        return loop.run(vae_stage(params, dist_info, device), params, resume, progress and dist_info.is_main,
+                        dist_info, device)  # fmt: skip
     finally:
         shutdown(dist_info)
 
 
-def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distributed, device) -> dict:
+def vae_stage(params: Params, dist_info: Distributed, device) -> loop.Stage:
+    """The VAE's data, loss, validation and checkpoint contents, for the shared loop."""
     cfg, train_cfg = params.vae, params.training
     episodes = load_episodes(params.data.out_dir, params.data.games)
     val_mask = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
@@ -112,134 +108,60 @@ def _train_vae(params: Params, resume: bool, progress: bool, dist_info: Distribu
     game_means, game_squares, game_counts = frame_statistics(episodes, ~val_mask)  # (G, 64, 64) each
     mean_frame, std_frame = pooled_mean_and_std(game_means, game_squares, game_counts)
     model.set_frame_statistics(mean_frame, std_frame, standardise_input=cfg.input_norm)
-    steps_per_epoch = -(-len(train_set) // train_cfg.batch_size)
-    optimizer, scheduler = make_optimizer(model, params, cfg.epochs * steps_per_epoch)
-    shuffle_gen = torch.Generator().manual_seed(train_cfg.seed)
-    noise_gen = torch.Generator(device=device).manual_seed(train_cfg.seed + 1 + 1000 * dist_info.rank)
-    start_epoch, run_id = 1, None
-    if resume:
-        epoch, run_id, path = ckpt.restore_training_state(
-            params,
-            "vae",
-            ckpt.vae_arch(params),
-            model,
-            optimizer,
-            scheduler,
-            {"shuffle": shuffle_gen, "noise": noise_gen},
-        )
-        start_epoch = epoch + 1
-        if dist_info.is_main:
-            print(f"resuming VAE training from {path} (epoch {epoch})")
-
+    generators = {
+        "shuffle": torch.Generator().manual_seed(train_cfg.seed),
+        "noise": torch.Generator(device=device).manual_seed(train_cfg.seed + 1 + 1000 * dist_info.rank),
+    }
+    loss = ComputeLoss(model, beta=cfg.beta, loss=cfg.loss, surprise=cfg.surprise_weight,
+                       generator=generators["noise"])  # fmt: skip
     preview = gather_stacks(
         episodes.frames, val_set.indices[:: max(1, len(val_set) // 8)][:8].to(device), params.data.stack_size
     )
     dhash = data_hash(episodes)
-    metrics: dict[str, float] = {}
-    net = maybe_compile(wrap(model, dist_info, device), params)  # DDP under torchrun, else the model
-    summary: dict = {}
-    with dist_info.main_only(tracking.stage_run("vae", params, run_id=run_id)) as active_run:
-        if dist_info.is_main:
-            tracking.set_tags({"data_hash": dhash, "world_size": str(dist_info.world_size)})
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            model.train()
-            running, seen, epoch_start = 0.0, 0, time.perf_counter()
-            bar = progress_bar(len(train_set), f"vae epoch {epoch}/{cfg.epochs}", "stack", progress)
-            for global_batch in train_set.batches(train_cfg.batch_size, shuffle_gen):
-                batch = dist_info.shard(global_batch).to(device, non_blocking=True)
-                with autocast(device, train_cfg.precision):
-                    weights = model.surprise_weights(batch, cfg.surprise_weight)
-                    losses = vae_loss(
-                        batch, *net(batch, noise_gen), beta=cfg.beta, loss=cfg.loss, weights=weights
-                    )
-                train_step(model, losses, optimizer, train_cfg.grad_clip)
-                scheduler.step()
-                interrupts.raise_if_requested()
-                running += losses["mse"].item() * len(batch)
-                seen += len(batch)
-                bar.update(len(global_batch))
-                bar.set_postfix(loss=f"{losses['loss'].item():.2f}", psnr=f"{psnr(running / seen):.1f}")
-            bar.close()
-            train_seconds = time.perf_counter() - epoch_start  # the loop alone: no validation
-            running, seen = dist_info.sum(running, seen)
-            lr = optimizer.param_groups[0]["lr"]
-            if not dist_info.is_main:
-                continue
-            val = evaluate_vae(
-                model,
-                val_set,
-                episodes.games,
-                game_means,
-                train_cfg.batch_size,
-                cfg.beta,
-                device,
-                train_cfg.precision,
-                cfg.loss,
-            )
-            baseline_psnr = val["psnr_mean_frame"]
-            metrics = {
-                "train_mse": running / max(seen, 1),
-                "train_psnr": psnr(running / max(seen, 1)),
-                "val_loss": val["loss"],
-                "val_mse": val["mse"],
-                "val_psnr": val["psnr"],
-                "val_psnr_mean_frame": baseline_psnr,
-                "val_psnr_gain_over_mean_frame": val["psnr"] - baseline_psnr,
-                "lr": lr,
-                "train_samples_per_s": seen / train_seconds,
-                **{f"val_{k}": v for k, v in val.items() if "/" in k},
-            }
-            tracking.log_metrics(metrics, step=epoch)
-            print(
-                f"vae epoch {epoch}: val PSNR {val['psnr']:.2f} dB "
-                f"(mean frame {baseline_psnr:.2f} dB), train PSNR {metrics['train_psnr']:.2f} dB"
-            )
-            if epoch % train_cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                path = ckpt.checkpoint_path(params, "vae", epoch)
-                ckpt.save_checkpoint(
-                    path,
-                    {
-                        "stage": "vae",
-                        "epoch": epoch,
-                        "arch": ckpt.vae_arch(params),
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state().cpu()},
-                        "config": params.model_dump(),
-                        "data_hash": dhash,
-                        "metrics": metrics,
-                        "mean_frames": dict(zip(episodes.games, game_means)),
-                        "mlflow_run_id": active_run,
-                    },
-                )
-                with torch.no_grad():
-                    recon = model.decode(model.encode(preview)).float()
-                grid = comparison_grid(preview[:, -1].cpu(), recon[:, -1].cpu())
-                tracking.log_image(grid, f"reconstructions/epoch_{epoch:04d}.png")
 
-        dist_info.barrier()
-        if not dist_info.is_main:
-            return summary
-        final = ckpt.final_checkpoint_path(params, "vae")
-        summary = {
-            **{k.replace("/", "_"): v for k, v in metrics.items()},
-            "epochs": cfg.epochs,
+    def validate(train: dict[str, float]) -> dict[str, float]:
+        val = evaluate_vae(model, val_set, episodes.games, game_means, train_cfg.batch_size, cfg.beta, device,
+                           train_cfg.precision, cfg.loss)  # fmt: skip
+        return {
+            "train_mse": train["mse"],
+            "train_psnr": psnr(train["mse"]),
+            "val_loss": val["loss"],
+            "val_mse": val["mse"],
+            "val_psnr": val["psnr"],
+            "val_psnr_mean_frame": val["psnr_mean_frame"],
+            "val_psnr_gain_over_mean_frame": val["psnr"] - val["psnr_mean_frame"],
+            **{f"val_{k}": v for k, v in val.items() if "/" in k},
+        }
+
+    def log_reconstructions(epoch: int) -> None:
+        with torch.no_grad():
+            recon = model.decode(model.encode(preview)).float()
+        grid = comparison_grid(preview[:, -1].cpu(), recon[:, -1].cpu())
+        tracking.log_image(grid, f"reconstructions/epoch_{epoch:04d}.png")
+
+    return loop.Stage(
+        name="vae",
+        model=model,
+        loss=loss,
+        epochs=cfg.epochs,
+        arch=ckpt.vae_arch(params),
+        batches=lambda generator: ((b,) for b in train_set.batches(train_cfg.batch_size, generator)),
+        samples=len(train_set),
+        unit="stack",
+        generators=generators,
+        running=("mse",),
+        validate=validate,
+        describe=lambda epoch, m: (
+            f"vae epoch {epoch}: val PSNR {m['val_psnr']:.2f} dB (mean frame {m['val_psnr_mean_frame']:.2f} dB), "
+            f"train PSNR {m['train_psnr']:.2f} dB"
+        ),
+        checkpoint_entries=lambda: {"data_hash": dhash, "mean_frames": dict(zip(episodes.games, game_means))},
+        after_checkpoint=log_reconstructions,
+        tags={"data_hash": dhash},
+        summary={
             "data_hash": dhash,
             "train_stacks": len(train_set),
             "val_split": "heldout episodes" if val_set is not train_set else "train (one episode per game)",
-        }
-        Path(train_cfg.metrics_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(train_cfg.metrics_dir) / "vae.json", summary)
-        if params.tracking.register_models:
-            version = tracking.register_checkpoint(
-                tracking.VAE_MODEL,
-                final,
-                {
-                    **{k.replace("/", "_"): f"{v:.6g}" for k, v in metrics.items()},
-                    "data_hash": dhash,
-                    "run_id": active_run,
-                },
-            )
-            print(f"registered {tracking.VAE_MODEL} version {version}")
-    return summary
+        },
+        model_name=tracking.VAE_MODEL,
+    )

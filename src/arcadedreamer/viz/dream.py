@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from arcadedreamer.data.actions import FULL_ACTIONS, NUM_ACTIONS
+from arcadedreamer.data.actions import FULL_ACTIONS
 from arcadedreamer.data.dataset import gather_stacks
 from arcadedreamer.data.emulator import replay
+from arcadedreamer.data.policy import VIEWING_HOLD, HeldRandomPolicy
 from arcadedreamer.data.preprocessing import episode_ids, to_uint8
 from arcadedreamer.data.storage import GameData
 from arcadedreamer.errors import UserError
@@ -37,11 +38,7 @@ class Dream:
 
 def random_actions(steps: int, seed: int) -> list[int]:
     """Seeded random full-set actions, each held a few frames so the motion is visible."""
-    rng = np.random.default_rng(seed)
-    actions: list[int] = []
-    while len(actions) < steps:
-        actions += [int(rng.integers(0, NUM_ACTIONS))] * int(rng.integers(4, 12))
-    return actions[:steps]
+    return HeldRandomPolicy(1, *VIEWING_HOLD, seed).sequence(steps)
 
 
 def episode_bounds(data: GameData, episode: int) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import torch
 from arcadedreamer.data.actions import FULL_ACTIONS, action_from_keys
 from arcadedreamer.data.dataset import gather_stacks
 from arcadedreamer.data.emulator import Emulator
+from arcadedreamer.data.policy import VIEWING_HOLD, HeldRandomPolicy
 from arcadedreamer.data.preprocessing import to_uint8
 from arcadedreamer.data.storage import library_versions, save_game_data
 from arcadedreamer.models.world_model import WorldModel
@@ -192,8 +193,7 @@ def run_play(
         pygame.display.set_caption(f"ArcadeDreamer — {game}")
         font = pygame.font.Font(None, 22)
         session = PlaySession(game, model.eval(), stack_size=stack_size, dream=dream)
-        clock, rng = pygame.time.Clock(), np.random.default_rng(seed)
-        held_action, hold = 0, 0
+        clock, policy = pygame.time.Clock(), HeldRandomPolicy(1, *VIEWING_HOLD, seed)
         done_steps, reason, shown_fps = 0, "steps", float(fps)
         last = time.perf_counter()
         while steps is None or done_steps < steps:
@@ -210,11 +210,8 @@ def run_play(
             if quit_now:
                 reason = "quit"
                 break
-            if headless:  # seeded random policy, each action held a few frames
-                if hold <= 0:
-                    held_action, hold = int(rng.integers(0, len(FULL_ACTIONS))), int(rng.integers(4, 12))
-                hold -= 1
-                action = held_action
+            if headless:  # the seeded random policy, each action held a few frames
+                action = int(policy()[0])
             else:
                 action = keys_to_action(pygame.key.get_pressed(), pygame)
             if session.step(action):
