@@ -61,7 +61,7 @@ def dynamics_training_step(batch: int, seq_len: int, compiled: bool = False):
 
     torch.manual_seed(0)
     model = Dynamics()
-    net = ComputeLoss(model, sampling_prob=0.5, context=4, generator=None)
+    net = ComputeLoss(model, sampling_prob=0.5, burn_in=4, generator=None)
     net = torch.compile(net) if compiled else net
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     latents = torch.randn(batch, seq_len + 1, 64)  # (B, T+1, latent)

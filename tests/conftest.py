@@ -35,7 +35,7 @@ def tiny_params_dict(root: Path, games: list[str], frames: int = 600) -> dict:
         },
         "heldout": {"episodes_per_game": 2, "frames_per_episode": 60, "out_dir": str(root / "data/heldout")},
         "vae": {"epochs": 1, "latent_dim": 64},
-        "dynamics": {"epochs": 1, "seq_len": 8, "context": 2, "hidden_size": 32},
+        "dynamics": {"epochs": 1, "seq_len": 8, "burn_in": 2, "hidden_size": 32},
         "training": {
             "batch_size": 32,
             "checkpoint_every": 1,

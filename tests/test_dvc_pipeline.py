@@ -17,7 +17,7 @@ TINY = {
     "data": {"games": ["BreakoutNoFrameskip-v4"], "frames_per_game": 400, "num_envs": 2, "num_workers": 1},
     "heldout": {"episodes_per_game": 2, "frames_per_episode": 40},
     "vae": {"epochs": 1},
-    "dynamics": {"epochs": 1, "seq_len": 8, "context": 2, "hidden_size": 32},
+    "dynamics": {"epochs": 1, "seq_len": 8, "burn_in": 2, "hidden_size": 32},
     "training": {"batch_size": 32, "checkpoint_every": 1, "device": "cpu", "num_threads": 1},
     "evaluation": {"horizons": 6, "context": 4, "headline_horizons": [1, 3, 6], "promote_on": "psnr_h6_gain"},
     "dream": {"steps": 4},

@@ -163,7 +163,7 @@ def test_dynamics_overfits_one_batch():
 
 def test_scheduled_sampling_uses_predictions_at_the_configured_rate():
     g = torch.Generator().manual_seed(0)
-    mask = scheduled_sampling_mask(200, 50, 0.3, context=4, generator=g)
+    mask = scheduled_sampling_mask(200, 50, 0.3, burn_in=4, generator=g)
     assert not mask[:, :4].any(), "the context is always fed true latents"
     assert abs(mask[:, 4:].float().mean().item() - 0.3) < 0.02
     assert not scheduled_sampling_mask(10, 10, 0.0, 1).any()

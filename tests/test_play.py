@@ -45,7 +45,7 @@ def test_every_arrow_and_space_combination_maps_to_an_ale_action():
     for mask in range(32):
         held = {k for i, k in enumerate(keys) if mask >> i & 1}
         pressed = {k: k in held for k in keys}
-        name = FULL_ACTIONS[keys_to_action(pressed, pygame)]
+        name = FULL_ACTIONS[keys_to_action(pressed)]
         seen.add(name)
         combo = tuple(k for k in keys if k in held)
         if combo in expected:

@@ -153,12 +153,17 @@ class DynamicsConfig(_Section):
     epochs: int = Field(100, gt=0, le=MAX_EPOCHS)
     scheduled_sampling_prob: float = Field(0.5, ge=0, le=1)
     seq_len: int = Field(32, gt=1, le=MAX_STEPS, description="Latent steps per training sequence.")
-    context: int = Field(4, gt=0, le=MAX_STEPS, description="Leading steps always fed the true latent.")
+    burn_in: int = Field(
+        4,
+        gt=0,
+        le=MAX_STEPS,
+        description="Leading steps of each training sequence always fed the true latent.",
+    )
 
     @model_validator(mode="after")
-    def _context_fits(self) -> DynamicsConfig:
-        if self.context >= self.seq_len:
-            raise ValueError("context must be shorter than seq_len")
+    def _burn_in_fits(self) -> DynamicsConfig:
+        if self.burn_in >= self.seq_len:
+            raise ValueError("burn_in must be shorter than seq_len")
         return self
 
 

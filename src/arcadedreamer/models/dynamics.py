@@ -42,19 +42,19 @@ class Dynamics(nn.Module):
         latents: torch.Tensor,
         actions: torch.Tensor,
         sampling_prob: float,
-        context: int,
+        burn_in: int,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Scheduled sampling over a sequence.
 
         latents: (B, T+1, D) true latents; actions: (B, T) actions taken from latents[:, t].
-        Step t's input is the true latent for t < context; afterwards, with probability
+        Step t's input is the true latent for t < burn_in; afterwards, with probability
         `sampling_prob` per (sequence, step), the model's own previous prediction instead.
-        The loss is the MSE between every prediction and the true next latent; `loss_after_context`
-        and `loss_copy` score the steps after the context against copying the last real latent.
+        The loss is the MSE between every prediction and the true next latent; `loss_after_burn_in`
+        and `loss_copy` score the steps after the burn-in against copying the last real latent.
         """
         batch, steps = actions.shape
-        use_prediction = scheduled_sampling_mask(batch, steps, sampling_prob, context, generator)
+        use_prediction = scheduled_sampling_mask(batch, steps, sampling_prob, burn_in, generator)
         use_prediction = use_prediction.to(latents.device)
         hidden = None
         predictions = []
@@ -65,24 +65,24 @@ class Dynamics(nn.Module):
             predictions.append(previous_prediction)
         predicted = torch.stack(predictions, dim=1)  # (B, T, D)
         targets = latents[:, 1:]
-        # After the context: the model's predictions against copying the last latent it saw for real.
-        after = targets[:, context - 1 :].float()
-        last_seen = latents[:, context - 1 : context].float().expand_as(after)
+        # After the burn-in: the model's predictions against copying the last latent it saw for real.
+        after = targets[:, burn_in - 1 :].float()
+        last_seen = latents[:, burn_in - 1 : burn_in].float().expand_as(after)
         return {
             "loss": F.mse_loss(predicted.float(), targets.float()),
-            "loss_after_context": F.mse_loss(predicted[:, context - 1 :].float(), after).detach(),
+            "loss_after_burn_in": F.mse_loss(predicted[:, burn_in - 1 :].float(), after).detach(),
             "loss_copy": F.mse_loss(last_seen, after).detach(),
-            "sampled_fraction": use_prediction[:, context:].float().mean()
-            if steps > context
+            "sampled_fraction": use_prediction[:, burn_in:].float().mean()
+            if steps > burn_in
             else torch.zeros(()),
         }
 
 
 def scheduled_sampling_mask(
-    batch: int, steps: int, prob: float, context: int, generator: torch.Generator | None = None
+    batch: int, steps: int, prob: float, burn_in: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """(batch, steps) bool: True where the step is fed the model's own prediction."""
     draws = torch.rand((batch, steps), generator=generator)
     mask = draws < prob
-    mask[:, :context] = False
+    mask[:, :burn_in] = False
     return mask

@@ -30,7 +30,7 @@ from arcadedreamer.training.distributed import Distributed, init_distributed, sh
 
 @torch.no_grad()
 def encode_all(
-    vae: VAE, episodes: Episodes, stack_size: int, device, precision: str, batch_size: int = 512
+    vae: VAE, episodes: Episodes, stack_size: int, device: torch.device, precision: str, batch_size: int = 512
 ) -> torch.Tensor:
     """The posterior mean of every valid stack, at the index of its last frame: (N, D)."""
     latents = torch.zeros(len(episodes), vae.latent_dim, device=device)
@@ -43,19 +43,21 @@ def encode_all(
 
 
 @torch.no_grad()
-def evaluate_dynamics(model: Dynamics, sequences: LatentSequences, params: Params, device) -> dict:
+def evaluate_dynamics(
+    model: Dynamics, sequences: LatentSequences, params: Params, device: torch.device
+) -> dict:
     """Open-loop (every step after the context fed its own prediction) and copy-last MSE."""
     model.eval()
-    totals, count = {"loss_after_context": 0.0, "loss_copy": 0.0}, 0
+    totals, count = {"loss_after_burn_in": 0.0, "loss_copy": 0.0}, 0
     for latents, actions in sequences.batches(params.training.batch_size):
         with autocast(device, params.training.precision):
-            losses = model.compute_loss(latents, actions, 1.0, params.dynamics.context)
+            losses = model.compute_loss(latents, actions, 1.0, params.dynamics.burn_in)
         for key in totals:
             totals[key] += losses[key].item() * len(latents)
         count += len(latents)
     model.train()
     scores = {k: v / count for k, v in totals.items()} if count else {k: float("nan") for k in totals}
-    return {"loss": scores["loss_after_context"], "loss_copy": scores["loss_copy"]}
+    return {"loss": scores["loss_after_burn_in"], "loss_copy": scores["loss_copy"]}
 
 
 def train_dynamics(
@@ -71,7 +73,7 @@ def train_dynamics(
 
 
 def dynamics_stage(
-    params: Params, vae_checkpoint: str | Path | None, dist_info: Distributed, device
+    params: Params, vae_checkpoint: str | Path | None, dist_info: Distributed, device: torch.device
 ) -> loop.Stage:
     """The GRU's data (latent sequences of the trained VAE), loss, validation and checkpoint
     contents (the VAE too: a dynamics checkpoint is the whole world model), for the shared loop."""
@@ -104,7 +106,7 @@ def dynamics_stage(
         "shuffle": torch.Generator().manual_seed(train_cfg.seed),
         "sampling": torch.Generator().manual_seed(train_cfg.seed + 2 + 1000 * dist_info.rank),
     }
-    loss = ComputeLoss(model, sampling_prob=cfg.scheduled_sampling_prob, context=cfg.context,
+    loss = ComputeLoss(model, sampling_prob=cfg.scheduled_sampling_prob, burn_in=cfg.burn_in,
                        generator=generators["sampling"])  # fmt: skip
     dhash = data_hash(episodes)
 

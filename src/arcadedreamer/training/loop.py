@@ -44,7 +44,9 @@ class Stage:
     model_name: str = ""  # the registered model
 
 
-def run(stage: Stage, params: Params, resume: bool, progress: bool, dist_info: Distributed, device) -> dict:
+def run(
+    stage: Stage, params: Params, resume: bool, progress: bool, dist_info: Distributed, device: torch.device
+) -> dict:
     """Train `stage` for its epochs; on rank 0 return the summary written to <metrics_dir>/<name>.json."""
     train_cfg = params.training
     steps_per_epoch = -(-stage.samples // train_cfg.batch_size)

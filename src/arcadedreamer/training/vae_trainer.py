@@ -38,7 +38,7 @@ def evaluate_vae(
     means: torch.Tensor,
     batch_size: int,
     beta: float,
-    device,
+    device: torch.device,
     precision: str,
     loss: str = "sse",
 ) -> dict:
@@ -90,7 +90,7 @@ def train_vae(params: Params, resume: bool = False, progress: bool = True) -> di
         shutdown(dist_info)
 
 
-def vae_stage(params: Params, dist_info: Distributed, device) -> loop.Stage:
+def vae_stage(params: Params, dist_info: Distributed, device: torch.device) -> loop.Stage:
     """The VAE's data, loss, validation and checkpoint contents, for the shared loop."""
     cfg, train_cfg = params.vae, params.training
     episodes = load_episodes(params.data.out_dir, params.data.games)

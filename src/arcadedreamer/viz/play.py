@@ -130,8 +130,10 @@ class PlaySession:
         return game_dir
 
 
-def keys_to_action(pressed, pygame) -> int:
-    """Arrow keys + Space, as held now, → one of ALE's 18 actions."""
+def keys_to_action(pressed) -> int:
+    """Arrow keys + Space, as held now (`pygame.key.get_pressed()`), → one of ALE's 18 actions."""
+    import pygame
+
     return action_from_keys(
         up=bool(pressed[pygame.K_UP]),
         down=bool(pressed[pygame.K_DOWN]),
@@ -141,7 +143,9 @@ def keys_to_action(pressed, pygame) -> int:
     )
 
 
-def render(screen, session: PlaySession, scale: int, fps: float, font, pygame) -> None:
+def render(screen, session: PlaySession, scale: int, fps: float, font) -> None:
+    import pygame
+
     size = session.frame_size * scale
     real, pred = session.frames[-1], session.predicted
     images = [np.stack([real] * 3, -1), np.stack([pred] * 3, -1), overlay(real, pred)]
@@ -213,21 +217,21 @@ def run_play(
             if headless:  # the seeded random policy, each action held a few frames
                 action = int(policy()[0])
             else:
-                action = keys_to_action(pygame.key.get_pressed(), pygame)
+                action = keys_to_action(pygame.key.get_pressed())
             if session.step(action):
                 session.reset()
             done_steps += 1
             now = time.perf_counter()
             shown_fps = 0.9 * shown_fps + 0.1 / max(now - last, 1e-6)
             last = now
-            render(screen, session, scale, shown_fps, font, pygame)
+            render(screen, session, scale, shown_fps, font)
             pygame.display.flip()
             if not headless:
                 clock.tick(fps)
         summary = {"steps": done_steps, "reason": reason}
         if screenshot:
-            render(screen, session, scale, shown_fps, font, pygame)
-            summary["screenshot"] = str(save_surface(screen, Path(screenshot), pygame))
+            render(screen, session, scale, shown_fps, font)
+            summary["screenshot"] = str(save_surface(screen, Path(screenshot)))
         if record:
             summary["record"] = str(session.save_recording(record))
         session.emulator.close()
@@ -236,8 +240,10 @@ def run_play(
         pygame.quit()
 
 
-def save_surface(screen, path: Path, pygame) -> Path:
+def save_surface(screen, path: Path) -> Path:
     """pygame picks the format from the name, so write `.tmp.png` beside it, then rename."""
+    import pygame
+
     from arcadedreamer.errors import UserError
 
     if not path.parent.exists():
