@@ -118,14 +118,20 @@ def check_store(uri: str) -> None:
             ) from None
 
 
-def setup(params: Params) -> str:
-    """Point MLflow at the configured store and make sure the experiment exists."""
+def connect(params: Params) -> str:
+    """Point MLflow at the configured store (checked first); enough to read the registry."""
     global _CURRENT_URI
-    mlflow = _mlflow()
     uri = tracking_uri(params)
     check_store(uri)
     _CURRENT_URI = uri
-    mlflow.set_tracking_uri(uri)
+    _mlflow().set_tracking_uri(uri)
+    return uri
+
+
+def setup(params: Params) -> str:
+    """Point MLflow at the configured store and make sure the experiment exists."""
+    mlflow = _mlflow()
+    uri = connect(params)
     name = params.tracking.experiment
     if uri.startswith("sqlite:///"):
         # Artifacts beside the database (not in whatever folder a command ran from).
@@ -269,7 +275,7 @@ def register_checkpoint(name: str, checkpoint: str | Path, tags: dict[str, str])
 def resolve_model_checkpoint(model_uri: str, params: Params) -> Path:
     """`models:/NAME@alias` (or `models:/NAME/3`) → the local path of its checkpoint file."""
     mlflow = _mlflow()
-    setup(params)
+    connect(params)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     except Exception as exc:  # mlflow raises its own exception types for unknown names/aliases
