@@ -23,7 +23,7 @@ KEEP_PARAMS = cp params.yaml .params.yaml.before-quickstart && trap 'mv -f .para
 # restore; that is expected, so those lines are dropped (everything else, errors included, passes)
 QUIET_DVC = 2> >(grep -v --line-buffered "No file hash info found for" >&2)
 
-.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui serve dream play bench gpu-check test lint clean audit
+.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui server postgres sweep serve dream play bench gpu-check test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -89,6 +89,26 @@ quickstart-summary:
 
 ui: install mlflow.db ## Start the MLflow UI on http://127.0.0.1:5000 (runs, images, GIFs, registry)
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# Team mode (README): one MLflow server on PostgreSQL for everyone, artifacts proxied through it.
+MLFLOW_PORT ?= 5000
+server: install ## Team mode: MLflow server on PostgreSQL (MLFLOW_BACKEND_URI=postgresql://…; AUTH=1: basic auth)
+	@test -n "$$MLFLOW_BACKEND_URI" || { echo "error: set MLFLOW_BACKEND_URI=postgresql://user:password@host:5432/mlflow (make postgres starts a local one)" >&2; exit 2; }
+	@test -z "$$AUTH" || test -n "$$MLFLOW_FLASK_SERVER_SECRET_KEY" || { echo "error: AUTH=1 needs MLFLOW_FLASK_SERVER_SECRET_KEY (any long random string, the same on every restart)" >&2; exit 2; }
+	MLFLOW_AUTH_CONFIG_PATH=$${MLFLOW_AUTH_CONFIG_PATH:-$(CURDIR)/tools/basic_auth.ini} mlflow server \
+		--backend-store-uri "$$MLFLOW_BACKEND_URI" --artifacts-destination "$${MLFLOW_ARTIFACTS:-$(CURDIR)/mlartifacts}" \
+		--host $${HOST:-127.0.0.1} --port $(MLFLOW_PORT) $${AUTH:+--app-name basic-auth}
+
+postgres: install ## Team mode on one machine: a throwaway PostgreSQL in .postgres/ on 127.0.0.1 (prints MLFLOW_BACKEND_URI)
+	@$(BIN)/python tools/local_postgres.py start .postgres --port $${PG_PORT:-5432}
+
+# A grid of experiments through DVC's own queue: make sweep GRID="-S vae.beta=0.0001,0.001" JOBS=1
+GRID ?= -S dynamics.hidden_size=128,256
+JOBS ?= 1
+sweep: data mlflow.db ## Queue the quickstart over GRID as DVC experiments, run them JOBS at a time, then compare
+	dvc exp run --queue $(QUICKSTART) $(GRID)
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} dvc exp run --run-all -j $(JOBS)
+	dvc exp show --md --drop '.*' --keep 'dynamics\.hidden_size|vae\.beta|summary\.(recon_ball_recall|ball_recall_h10_model|psnr_h10_gain)'
 
 serve: install mlflow.db ## Serve the champion world model over HTTP on 127.0.0.1:5001 (mlflow models serve)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} mlflow models serve \

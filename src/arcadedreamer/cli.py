@@ -190,6 +190,8 @@ def _resolve_model(model: str | None, params: Params) -> Path:
     for alias in ("champion", "latest"):
         try:
             return tracking.resolve_model_checkpoint(f"models:/{tracking.DYNAMICS_MODEL}@{alias}", params)
+        except tracking.TrackingError:
+            raise  # the store itself failed (down, refused the credentials): not "no model"
         except UserError:
             continue
     fallback = final_checkpoint_path(params, "dynamics")

@@ -17,6 +17,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import socket
 import subprocess
 import time
@@ -65,11 +66,28 @@ class TrackingError(UserError):
     """The tracking store failed; the stage's own files (checkpoints, GIFs, metrics) are kept."""
 
 
+def redact(uri: str | None) -> str:
+    """A URI without the user:password part, for messages and logged params."""
+    if not uri:
+        return str(uri)
+    return re.sub(r"(?<=://)[^/@]*@", "***@", uri)
+
+
 def _tracking_failure(exc: Exception) -> TrackingError:
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if "UNAUTHENTICATED" in first or "401" in first:
+        return TrackingError(
+            f"the MLflow server at {redact(_CURRENT_URI)} refused the credentials; set MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD to your account's (never in the URI)"
+        )
+    if "PERMISSION_DENIED" in first or "403" in first:
+        return TrackingError(
+            f"the MLflow server at {redact(_CURRENT_URI)} denied this to your account ({redact(first)}); "
+            "ask an admin for the permission"
+        )
     return TrackingError(
-        f"MLflow tracking at {_CURRENT_URI} failed ({first}); the stage's own output files are kept; "
-        "fix the store (or point MLFLOW_TRACKING_URI elsewhere) and run again"
+        f"MLflow tracking at {redact(_CURRENT_URI)} failed ({redact(first)}); the stage's own output files are "
+        "kept; fix the store (or point MLFLOW_TRACKING_URI elsewhere) and run again"
     )
 
 
@@ -105,6 +123,11 @@ def check_store(uri: str) -> None:
     elif uri.startswith(("http://", "https://")):
         from urllib.parse import urlsplit
 
+        if urlsplit(uri).username:
+            raise UserError(
+                f"tracking: {redact(uri)} carries credentials; put them in MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD instead (a URI ends up in logs)"
+            )
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
         parts = urlsplit(uri)
@@ -184,6 +207,7 @@ def stage_run(stage: str, params: Params, run_id: str | None = None) -> Iterator
     try:
         if run_id is None:
             flat = {k: str(v) for k, v in params.flat().items()}
+            flat["tracking.uri"] = redact(flat["tracking.uri"])
             items = list(flat.items())
             for start in range(0, len(items), 90):
                 with_retry(lambda chunk=dict(items[start : start + 90]): mlflow.log_params(chunk))
@@ -280,8 +304,12 @@ def resolve_model_checkpoint(model_uri: str, params: Params) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     except Exception as exc:  # mlflow raises its own exception types for unknown names/aliases
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, TrackingError):
+            raise
+        if any(word in first for word in ("UNAUTHENTICATED", "PERMISSION_DENIED", "401", "403")):
+            raise _tracking_failure(exc) from None
         raise UserError(
-            f"cannot load {model_uri} from {tracking_uri(params)}: {first}; "
+            f"cannot load {model_uri} from {redact(tracking_uri(params))}: {redact(first)}; "
             "train one with `arcadedreamer train --stage dynamics` (or `make repro`)"
         ) from None
     found = sorted((local / "artifacts").glob("*.pt")) or sorted(local.rglob("*.pt"))
