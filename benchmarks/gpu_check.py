@@ -62,89 +62,84 @@ def load(cfg: dict, out: Path, device: torch.device):
     return episodes, FrameStacks(episodes, 4, np.ones(len(episodes), dtype=bool))
 
 
-def vae_run(stacks, device, batch: int, steps: int, precision: str, compiled: bool = False, seconds=None):
-    """`steps` VAE steps (or as many as `seconds` allow) on the trainer's batches: losses, rate,
-    and the share of the time spent gathering batches."""
-    from arcadedreamer.models.vae import VAE, vae_loss
+def timed_training(
+    model, loss, batches, device, precision: str, steps: int, seconds: float | None = None
+) -> dict:
+    """`steps` optimizer steps (or as many as `seconds` allow) over `batches()`, whose items
+    gather one batch each: the losses, samples/s, and the share of time spent gathering. The
+    first step (compilation, kernel warm-up) is not timed."""
     from arcadedreamer.training.common import autocast, train_step
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    losses, gather_s, samples, warm = [], 0.0, 0, True
+    start = time.perf_counter()
+    while True:
+        for gather in batches():
+            t0 = time.perf_counter()
+            batch = gather()
+            sync(device)
+            gather_s += time.perf_counter() - t0
+            with autocast(device, precision):
+                result = loss(*batch)
+            train_step(model, result, optimizer, 1.0)
+            losses.append(result["loss"].item())
+            samples += len(batch[0])
+            if warm:
+                sync(device)
+                start, gather_s, samples, warm = time.perf_counter(), 0.0, 0, False
+                continue
+            elapsed = time.perf_counter() - start
+            if (seconds is None and len(losses) > steps) or (seconds is not None and elapsed >= seconds):
+                sync(device)
+                elapsed = time.perf_counter() - start
+                return {"losses": losses, "samples_per_s": samples / elapsed, "data_wait": gather_s / elapsed}
+
+
+def vae_run(
+    stacks, device, batch: int, steps: int, precision: str, compiled: bool = False, seconds=None
+) -> dict:
+    """The VAE's training step on the trainer's batches (frames resident on the device)."""
+    from arcadedreamer.data.dataset import gather_stacks
+    from arcadedreamer.models.vae import VAE
+    from arcadedreamer.training.common import ComputeLoss
 
     torch.manual_seed(0)
     model = VAE().to(device)
-    net = torch.compile(model) if compiled else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    loss = ComputeLoss(model, beta=1e-4, loss="bce", surprise=0.5)
     generator = torch.Generator().manual_seed(0)
-    losses, gather_s, done, warm = [], 0.0, 0, True
-    start = time.perf_counter()
-    while True:
-        for index in stacks.indices[torch.randperm(len(stacks), generator=generator)].split(batch):
-            t0 = time.perf_counter()
-            frames = stacks_from(stacks, index, device)
-            sync(device)
-            gather_s += time.perf_counter() - t0
-            with autocast(device, precision):
-                result = vae_loss(frames, *net(frames), beta=1e-4, loss="bce")
-            train_step(model, result, optimizer, 1.0)
-            losses.append(result["loss"].item())
-            done += 1
-            if warm:  # the first step compiles (or warms up the kernels): not timed
-                sync(device)
-                start, gather_s, done, warm = time.perf_counter(), 0.0, 0, False
-                continue
-            elapsed = time.perf_counter() - start
-            if (seconds is None and done >= steps) or (seconds is not None and elapsed >= seconds):
-                sync(device)
-                elapsed = time.perf_counter() - start
-                return {
-                    "losses": losses,
-                    "samples_per_s": done * batch / elapsed,
-                    "data_wait": gather_s / elapsed,
-                }
 
+    def batches():
+        order = stacks.indices[torch.randperm(len(stacks), generator=generator)]
+        return ((lambda i=i: (gather_stacks(stacks.frames, i.to(device), 4),)) for i in order.split(batch))
 
-def stacks_from(stacks, index: torch.Tensor, device: torch.device) -> torch.Tensor:
-    from arcadedreamer.data.dataset import gather_stacks
-
-    return gather_stacks(stacks.frames, index.to(device), 4)
+    return timed_training(
+        model, torch.compile(loss) if compiled else loss, batches, device, precision, steps, seconds
+    )
 
 
 def dynamics_run(latents, actions, starts, device, batch: int, steps: int, precision: str,
-                 compiled: bool = False, seconds=None):  # fmt: skip
+                 compiled: bool = False, seconds=None) -> dict:  # fmt: skip
+    """The GRU's scheduled-sampling step on latent sequences (resident on the device)."""
     from arcadedreamer.models.dynamics import Dynamics
-    from arcadedreamer.training.common import autocast, train_step
+    from arcadedreamer.training.common import ComputeLoss
 
     torch.manual_seed(0)
     model = Dynamics().to(device)
-    step_fn = torch.compile(model.compute_loss) if compiled else model.compute_loss
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    loss = ComputeLoss(model, sampling_prob=0.5, burn_in=4, generator=None)
     generator = torch.Generator().manual_seed(0)
     offsets = torch.arange(FULL["seq_len"] + 1, device=device)
-    losses, gather_s, done, warm = [], 0.0, 0, True
-    start = time.perf_counter()
-    while True:
-        for chunk in starts[torch.randperm(len(starts), generator=generator)].split(batch):
-            t0 = time.perf_counter()
-            index = chunk.to(device)[:, None] + offsets
-            seq_latents, seq_actions = latents[index], actions[index[:, :-1]]
-            sync(device)
-            gather_s += time.perf_counter() - t0
-            with autocast(device, precision):
-                result = step_fn(seq_latents, seq_actions, 0.5, 4, None)
-            train_step(model, result, optimizer, 1.0)
-            losses.append(result["loss"].item())
-            done += 1
-            if warm:
-                sync(device)
-                start, gather_s, done, warm = time.perf_counter(), 0.0, 0, False
-                continue
-            elapsed = time.perf_counter() - start
-            if (seconds is None and done >= steps) or (seconds is not None and elapsed >= seconds):
-                sync(device)
-                elapsed = time.perf_counter() - start
-                return {
-                    "losses": losses,
-                    "samples_per_s": done * batch / elapsed,
-                    "data_wait": gather_s / elapsed,
-                }
+
+    def gather(chunk):
+        index = chunk.to(device)[:, None] + offsets
+        return latents[index], actions[index[:, :-1]]
+
+    def batches():
+        order = starts[torch.randperm(len(starts), generator=generator)]
+        return ((lambda c=c: gather(c)) for c in order.split(batch))
+
+    return timed_training(
+        model, torch.compile(loss) if compiled else loss, batches, device, precision, steps, seconds
+    )
 
 
 def sequences(episodes, device):

@@ -57,6 +57,14 @@ def tiny_params_dict(root: Path, games: list[str], frames: int = 600) -> dict:
     }
 
 
+def collect_small(root: Path, frames: int, seed: int = 0, game: str = "PongNoFrameskip-v4") -> list[dict]:
+    """A few real frames of one game, one emulator, straight to `root/<game>/`."""
+    from arcadedreamer.data.collector import collect_to_disk
+
+    return collect_to_disk([game], frames, root, seed=seed, num_envs=1, frame_size=64, hold_min=1, hold_max=2,
+                           max_episode_frames=1000, progress=False)  # fmt: skip
+
+
 def write_params(root: Path, params: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "params.yaml"

@@ -85,6 +85,20 @@ def test_repro_runs_every_stage_and_produces_every_output(project):
     assert "psnr_h1_gain" in metrics and "val_psnr" in metrics
     plots = sh("dvc", "plots", "show", "--json", cwd=project).stdout
     assert "psnr_BreakoutNoFrameskip-v4.tsv" in plots and "dream_BreakoutNoFrameskip-v4.gif" in plots
+    # a log a user reads top to bottom: one line per epoch, none of the libraries' chatter
+    log = result.stdout + result.stderr
+    assert "vae epoch 1: val PSNR" in log and "dynamics epoch 1: train" in log
+    for noise in (
+        "A.L.E: Arcade Learning Environment",
+        "[Powered by Stella]",
+        "Add type hints",
+        "INFO mlflow.system_metrics",
+        "Creating initial MLflow database",
+        "\r",
+        "it/s]",
+        "Traceback",
+    ):
+        assert noise not in log, noise
 
 
 def test_second_repro_runs_nothing(project):

@@ -18,7 +18,7 @@ from arcadedreamer.errors import UserError
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.vae import VAE
 from arcadedreamer.training.common import train_step
-from conftest import run_cli, tiny_params_dict, write_params
+from conftest import collect_small, run_cli, tiny_params_dict, write_params
 from test_robustness import start_cli, wait_for
 
 GAME = "PongNoFrameskip-v4"
@@ -205,21 +205,9 @@ def test_a_text_file_as_checkpoint_and_a_good_one(tmp_path):
 
 
 def test_a_manifest_with_a_malformed_stream_row(tmp_path):
-    from arcadedreamer.data.collector import collect_to_disk
     from arcadedreamer.data.storage import read_manifest
 
-    collect_to_disk(
-        [GAME],
-        40,
-        tmp_path,
-        seed=0,
-        num_envs=1,
-        frame_size=64,
-        hold_min=1,
-        hold_max=2,
-        max_episode_frames=1000,
-        progress=False,
-    )
+    collect_small(tmp_path, 40, seed=0)
     path = tmp_path / GAME / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["streams"]["rows"][0] = [0, "many"]

@@ -16,10 +16,9 @@ import pytest
 from arcadedreamer import fileio, tracking
 from arcadedreamer.config import load_params
 from arcadedreamer.data import storage
-from arcadedreamer.data.collector import collect_to_disk
 from arcadedreamer.data.storage import load_game_data
 from arcadedreamer.errors import UserError
-from conftest import CLI, run_cli, tiny_params_dict, write_params
+from conftest import CLI, collect_small, run_cli, tiny_params_dict, write_params
 
 GAME = "PongNoFrameskip-v4"
 
@@ -208,18 +207,7 @@ def test_two_stages_logging_to_one_sqlite_store_at_once(tmp_path):
 
 # ---------------------------------------------------------------- failing disks and bad files
 def test_disk_full_while_writing_collected_data(tmp_path, monkeypatch):
-    collect_to_disk(
-        [GAME],
-        100,
-        tmp_path,
-        seed=0,
-        num_envs=1,
-        frame_size=64,
-        hold_min=1,
-        hold_max=2,
-        max_episode_frames=1000,
-        progress=False,
-    )
+    collect_small(tmp_path, 100, seed=0)
     good = load_game_data(tmp_path / GAME).manifest["content_hash"]
     real_save = np.save
 
@@ -231,18 +219,7 @@ def test_disk_full_while_writing_collected_data(tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage.np, "save", full_disk)
     with pytest.raises(UserError, match="no space left on device; free some space and run again"):
-        collect_to_disk(
-            [GAME],
-            100,
-            tmp_path,
-            seed=1,
-            num_envs=1,
-            frame_size=64,
-            hold_min=1,
-            hold_max=2,
-            max_episode_frames=1000,
-            progress=False,
-        )
+        collect_small(tmp_path, 100, seed=1)
     monkeypatch.undo()
     assert load_game_data(tmp_path / GAME).manifest["content_hash"] == good
     assert leftovers(tmp_path) == []
@@ -273,18 +250,7 @@ def test_output_under_a_file_or_missing_directory(tmp_path):
 
 
 def test_truncated_collected_data_says_to_recollect(tmp_path):
-    collect_to_disk(
-        [GAME],
-        50,
-        tmp_path,
-        seed=0,
-        num_envs=1,
-        frame_size=64,
-        hold_min=1,
-        hold_max=2,
-        max_episode_frames=1000,
-        progress=False,
-    )
+    collect_small(tmp_path, 50, seed=0)
     actions = tmp_path / GAME / "actions.npy"
     actions.write_bytes(actions.read_bytes()[:-3])
     with pytest.raises(UserError, match="re-collect it with `arcadedreamer collect`"):
