@@ -122,6 +122,7 @@ def dynamics_stage(
 
     return loop.Stage(
         name="dynamics",
+        title="dynamics",
         model=model,
         loss=loss,
         epochs=cfg.epochs,

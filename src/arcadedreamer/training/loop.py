@@ -26,6 +26,7 @@ class Stage:
     """What one training stage brings to the loop."""
 
     name: str  # "vae" or "dynamics": checkpoint folder, MLflow run, registered model
+    title: str  # how messages name the stage: "VAE", "dynamics"
     model: nn.Module  # what is optimized and checkpointed
     loss: nn.Module  # forward(*batch) → {"loss": …, other scalars}: what DDP wraps
     epochs: int
@@ -58,7 +59,7 @@ def run(
         )
         start_epoch = epoch + 1
         if dist_info.is_main:
-            print(f"resuming {stage.name} training from {path} (epoch {epoch})")
+            print(f"resuming {stage.title} training from {path} (epoch {epoch})")
     net = maybe_compile(wrap(stage.loss, dist_info, device), params)  # DDP under torchrun
     metrics: dict[str, float] = {}
     with dist_info.main_only(tracking.stage_run(stage.name, params, run_id=run_id)) as active_run:

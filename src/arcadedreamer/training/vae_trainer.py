@@ -141,6 +141,7 @@ def vae_stage(params: Params, dist_info: Distributed, device: torch.device) -> l
 
     return loop.Stage(
         name="vae",
+        title="VAE",
         model=model,
         loss=loss,
         epochs=cfg.epochs,
