@@ -8,7 +8,8 @@ export PATH := $(BIN):$(PATH)
 # The CPU build of torch 2.13.0 (on this machine it lies on disk); on a GPU machine pass
 # e.g. TORCH_SPEC="torch==2.13.0" with the CUDA index, any torch in pyproject's range works.
 TORCH_SPEC ?= torch==2.13.0
-PYTEST_ARGS ?=
+# two workers (one per core here), each test file on one worker: its module fixtures start once
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 # The CPU-sized setting of `make quickstart`: one game (GAME=…), 50 000 frames, short training
 # (README: results and ablation). `make quickstart-long` trains longer (under an hour here).
@@ -73,13 +74,13 @@ ABLATION = "-S vae.loss=sse -S vae.input_norm=false -S vae.surprise_weight=0" \
 	"-S vae.loss=bce -S vae.input_norm=false -S vae.surprise_weight=0.5" \
 	"-S vae.loss=sse -S vae.input_norm=true -S vae.surprise_weight=0.5" \
 	"-S vae.loss=bce -S vae.input_norm=true -S vae.surprise_weight=0.5"
-ABLATION_COLUMNS = 'vae\.(loss|input_norm|surprise_weight)|recon_ball_recall|ball_recall_h(1|10|50)_(model|copy_last)|recon_psnr|psnr_h10_gain|false_ball_rate_h10_model'
+ABLATION_COLUMNS = 'Experiment|vae\.(loss|input_norm|surprise_weight)|summary\.(recon_ball_recall|ball_recall_h(1|10|50)_model|false_ball_rate_h10_model|psnr_h10_gain|recon_psnr)$$'
 
 ablation: data mlflow.db ## Which VAE setting keeps the ball: six quickstart experiments (~1 h), then their table
 	@$(KEEP_PARAMS); for setting in $(ABLATION); do \
 		ARCADEDREAMER_PIPELINE_ID=ablation-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $$setting $(QUIET_DVC) || exit 1; \
 	done
-	dvc exp show --md --drop '.*' --keep $(ABLATION_COLUMNS) --sort-by recon_ball_recall
+	dvc exp show --md --drop '.*' --keep $(ABLATION_COLUMNS) --sort-by summary.recon_ball_recall --sort-order desc
 
 quickstart-summary:
 	@arcadedreamer scores
