@@ -1,6 +1,7 @@
 """Team mode for real: PostgreSQL (Debian's), an MLflow server with basic auth and proxied
 artifacts, a DVC remote, two clones of one project, and a sweep through DVC's queue."""
 
+import configparser
 import json
 import os
 import shutil
@@ -12,8 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from conftest import PROJECT_ROOT
 from test_dvc_pipeline import TINY, ran
@@ -58,11 +61,12 @@ def server(tmp_path_factory):
     backend = local_postgres.start(pg_root, free_port())
     port = free_port()
     auth = root / "auth.ini"
-    auth.write_text(
-        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
-        f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = admin\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
+    # the shipped configuration (tools/basic_auth.ini), with its user store in this test's folder
+    config = configparser.ConfigParser()
+    config.read(PROJECT_ROOT / "tools/basic_auth.ini")
+    config["mlflow"]["database_uri"] = f"sqlite:///{root / 'auth.db'}"
+    with open(auth, "w") as out:
+        config.write(out)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_AUTH_CONFIG_PATH=str(auth), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
                MLFLOW_FLASK_SERVER_SECRET_KEY="team-test-secret", PATH=f"{Path(sys.executable).parent}:{env['PATH']}")  # fmt: skip
@@ -170,15 +174,73 @@ def test_two_people_share_one_server_and_one_remote(server, tmp_path):
     champion = mlflow.MlflowClient().get_model_version_by_alias("arcadedreamer-dynamics", "champion")
     assert champion.version == "2"
 
+    # Alice sweeps a 2-point grid through DVC's queue (make sweep): collect and vae come from the cache
+    run("dvc", "exp", "run", "--queue", "-S", "dynamics.hidden_size=16,24", cwd=alice, user=ALICE)
+    sweep = run("dvc", "exp", "run", "--run-all", "-j", "1", cwd=alice, user=ALICE, timeout=900)
+    shown = json.loads(run("dvc", "exp", "show", "--json", cwd=alice).stdout)
+    experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
+    sizes = [
+        e["revs"][0]["data"]["params"]["params.yaml"]["data"]["dynamics"]["hidden_size"] for e in experiments
+    ]
+    assert sorted(sizes) == [16, 24]
+
     runs = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")
-    assert {r.data.tags["stage"] for r in runs} >= {"collect", "vae", "dynamics", "evaluate", "dream"} - {
-        "collect"
-    }
-    texts = [first.stdout, first.stderr, again.stdout, better.stdout, better.stderr, dream.stderr,
-             (server["root"] / "server.log").read_text()]  # fmt: skip
+    assert {r.data.tags["stage"] for r in runs} >= {"vae", "dynamics", "evaluate", "dream"}
+    by_pipeline: dict[str, set[str]] = {}
+    for r in runs:
+        by_pipeline.setdefault(r.data.tags["pipeline_id"], set()).add(r.data.tags["stage"])
+    # Alice's first pipeline, Bob's better one, and one per grid point (dynamics onwards)
+    assert sum({"dynamics", "evaluate", "dream"} <= stages for stages in by_pipeline.values()) == 4, (
+        by_pipeline
+    )
+    outputs = (first, again, better, dream, sweep)
+    texts = [out.stdout + out.stderr for out in outputs] + [(server["root"] / "server.log").read_text()]
     texts += [json.dumps(r.data.params) for r in runs]
     for secret in SECRETS:
         assert not any(secret in text for text in texts), "a password leaked"
+
+
+LOGGER = """
+import sys
+import numpy as np
+from arcadedreamer import tracking
+from arcadedreamer.config import load_params
+with tracking.stage_run("concurrency", load_params()) as run_id:
+    for step in range(1, 101):
+        tracking.log_metrics({f"m{i}": step * i for i in range(5)}, step=step)
+    tracking.log_image(np.full((8, 8), int(sys.argv[1]), np.uint8), "probe.png")
+print(run_id)
+"""
+
+
+def test_two_processes_logging_to_the_server_at_once_lose_nothing(server, tmp_path):
+    """Two trainings' worth of logging at the same moment: every step of every metric, the
+    params and the artifact of both runs reach the server."""
+    import mlflow
+
+    project = make_project(tmp_path / "p", server["url"], tmp_path / "remote")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_USERNAME=ALICE[0], MLFLOW_TRACKING_PASSWORD=ALICE[1])
+    writers = [
+        subprocess.Popen([sys.executable, "-c", LOGGER, str(value)], cwd=project, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for value in (60, 200)
+    ]  # fmt: skip
+    results = [writer.communicate(timeout=300) for writer in writers]
+    assert all(writer.returncode == 0 for writer in writers), results
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ALICE
+    mlflow.set_tracking_uri(server["url"])
+    client = mlflow.MlflowClient()
+    for (out, _), value in zip(results, (60, 200)):
+        run_id = out.strip().splitlines()[-1]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.params["vae.latent_dim"] == "64"
+        for i in range(5):
+            history = client.get_metric_history(run_id, f"m{i}")
+            assert sorted((m.step, m.value) for m in history) == [(s, float(s * i)) for s in range(1, 101)]
+        probe = np.asarray(Image.open(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="probe.png",
+                                                                            dst_path=str(tmp_path / run_id))))  # fmt: skip
+        assert (probe == value).all()
 
 
 def test_basic_auth_refuses_strangers_and_scopes_readers(server, tmp_path):
