@@ -23,6 +23,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "arcadedreamer"]
 
 
+# The longest files (minutes each) start first, so that under `make test`'s two xdist workers
+# (one file per worker) the short ones fill in beside them and both workers finish together.
+LONGEST_FIRST = ("test_team.py", "test_training.py", "test_dvc_pipeline.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def tiny_params_dict(root: Path, games: list[str], frames: int = 600) -> dict:
     """A CPU-second-sized configuration, every path under `root`."""
     return {
