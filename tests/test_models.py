@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from arcadedreamer.models.dynamics import Dynamics, scheduled_sampling_mask
-from arcadedreamer.models.vae import VAE, vae_loss
+from arcadedreamer.models.vae import LOGVAR_RANGE, VAE, vae_loss
 from arcadedreamer.models.world_model import WorldModel
 
 
@@ -141,6 +141,21 @@ def test_standardised_input_makes_a_rare_pixel_stand_out():
     assert weights[0, 0, 10, 50] == pytest.approx(1 + 0.5 * 0.17 / 0.02)  # 5.25: the rare pixel weighs most
     assert weights[0, 0, 10, 10] == pytest.approx(1 + 0.5 * 0.17 / 0.32)
     assert weights[0, 0, 0, 0] == 1 and vae.surprise_weights(frames, 0.0) is None
+
+
+def test_a_frame_far_outside_the_training_spread_keeps_the_gradient_finite():
+    """Pong's quickstart diverged at step 103: a frame lit where training frames never were
+    (standardised input 50) drove the posterior log-variance to ~60 and the KL's exp() to inf."""
+    vae = VAE()
+    vae.set_frame_statistics(torch.zeros(64, 64), torch.zeros(64, 64), standardise_input=True)
+    with torch.no_grad():
+        vae.encoder.fc_logvar.bias.fill_(200.0)  # an encoder whose log-variance answers such a frame
+    frames = torch.ones(2, 4, 64, 64)  # every pixel 1 / SCALE_FLOOR = 50 stds from its mean
+    losses = vae.compute_loss(frames, beta=1e-4, loss="bce", surprise=0.5)
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"]) and losses["loss_kl"].item() < 1e4
+    assert all(torch.isfinite(p.grad).all() for p in vae.parameters() if p.grad is not None)
+    assert vae.encoder(frames)[1].max().item() == LOGVAR_RANGE[1]
 
 
 def test_dynamics_overfits_one_batch():
