@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
 # The CPU-sized setting of `make quickstart`: one game (GAME=…), 50 000 frames, short training
-# (README: results and ablation). `make quickstart-long` trains longer (under an hour here).
+# (README: results and ablation). `make quickstart-long` trains longer (about 35 min here, estimated from epoch times).
 GAME ?= BreakoutNoFrameskip-v4
 QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S training.batch_size=32 \
 	-S training.lr=0.001 -S training.checkpoint_every=1 -S dream.game=$(GAME)
@@ -63,7 +63,7 @@ quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CP
 	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
-quickstart-long: data mlflow.db ## The quickstart trained 4x longer (under an hour on 2 CPU cores; GAME=…)
+quickstart-long: data mlflow.db ## The quickstart trained 4x longer (about 35 min on 2 CPU cores, estimated; GAME=…)
 	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-long-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_LONG) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
