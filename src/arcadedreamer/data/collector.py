@@ -341,14 +341,29 @@ def collect_dataset(
     """Collect what `params` configures: the training data (`data.*`), or with `heldout` the
     pinned evaluation episodes (`heldout.*`: one emulator an episode, truncated at its length)."""
     data, held = params.data, params.heldout
-    common = dict(frame_size=data.frame_size, hold_min=data.action_hold_min, hold_max=data.action_hold_max,
-                  num_workers=data.num_workers, progress=progress)  # fmt: skip
+    common = dict(
+        frame_size=data.frame_size,
+        hold_min=data.action_hold_min,
+        hold_max=data.action_hold_max,
+        num_workers=data.num_workers,
+        progress=progress,
+    )
     if heldout:
         return collect_to_disk(
-            games or data.games, held.episodes_per_game * held.frames_per_episode, held.out_dir,
-            seed=held.seed, num_envs=held.episodes_per_game, max_episode_frames=held.frames_per_episode, **common,
-        )  # fmt: skip
+            games or data.games,
+            held.episodes_per_game * held.frames_per_episode,
+            held.out_dir,
+            seed=held.seed,
+            num_envs=held.episodes_per_game,
+            max_episode_frames=held.frames_per_episode,
+            **common,
+        )
     return collect_to_disk(
-        games or data.games, frames or data.frames_per_game, data.out_dir, seed=data.seed,
-        num_envs=data.num_envs, max_episode_frames=data.max_episode_frames, **common,
-    )  # fmt: skip
+        games or data.games,
+        frames or data.frames_per_game,
+        data.out_dir,
+        seed=data.seed,
+        num_envs=data.num_envs,
+        max_episode_frames=data.max_episode_frames,
+        **common,
+    )

@@ -106,8 +106,12 @@ def dynamics_stage(
         "shuffle": torch.Generator().manual_seed(train_cfg.seed),
         "sampling": torch.Generator().manual_seed(train_cfg.seed + 2 + 1000 * dist_info.rank),
     }
-    loss = ComputeLoss(model, sampling_prob=cfg.scheduled_sampling_prob, burn_in=cfg.burn_in,
-                       generator=generators["sampling"])  # fmt: skip
+    loss = ComputeLoss(
+        model,
+        sampling_prob=cfg.scheduled_sampling_prob,
+        burn_in=cfg.burn_in,
+        generator=generators["sampling"],
+    )
     dhash = data_hash(episodes)
 
     def validate(train: dict[str, float]) -> dict[str, float]:

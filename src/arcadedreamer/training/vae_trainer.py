@@ -84,8 +84,14 @@ def train_vae(params: Params, resume: bool = False, progress: bool = True) -> di
     configure_threads(params)
     dist_info, device = init_distributed(resolve_device(params.training.device))
     try:
-        return loop.run(vae_stage(params, dist_info, device), params, resume, progress and dist_info.is_main,
-                        dist_info, device)  # fmt: skip
+        return loop.run(
+            vae_stage(params, dist_info, device),
+            params,
+            resume,
+            progress and dist_info.is_main,
+            dist_info,
+            device,
+        )
     finally:
         shutdown(dist_info)
 
@@ -112,16 +118,26 @@ def vae_stage(params: Params, dist_info: Distributed, device: torch.device) -> l
         "shuffle": torch.Generator().manual_seed(train_cfg.seed),
         "noise": torch.Generator(device=device).manual_seed(train_cfg.seed + 1 + 1000 * dist_info.rank),
     }
-    loss = ComputeLoss(model, beta=cfg.beta, loss=cfg.loss, surprise=cfg.surprise_weight,
-                       generator=generators["noise"])  # fmt: skip
+    loss = ComputeLoss(
+        model, beta=cfg.beta, loss=cfg.loss, surprise=cfg.surprise_weight, generator=generators["noise"]
+    )
     preview = gather_stacks(
         episodes.frames, val_set.indices[:: max(1, len(val_set) // 8)][:8].to(device), params.data.stack_size
     )
     dhash = data_hash(episodes)
 
     def validate(train: dict[str, float]) -> dict[str, float]:
-        val = evaluate_vae(model, val_set, episodes.games, game_means, train_cfg.batch_size, cfg.beta, device,
-                           train_cfg.precision, cfg.loss)  # fmt: skip
+        val = evaluate_vae(
+            model,
+            val_set,
+            episodes.games,
+            game_means,
+            train_cfg.batch_size,
+            cfg.beta,
+            device,
+            train_cfg.precision,
+            cfg.loss,
+        )
         return {
             "train_mse": train["mse"],
             "train_psnr": psnr(train["mse"]),
