@@ -43,16 +43,23 @@ def set_param(root: Path, section: str, key: str, value) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dvcproject")
+def copy_tiny_project(root: Path, params: dict | None = None) -> None:
+    """The project's pipeline files and code under `root`, params.yaml with TINY (and `params`)."""
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
         shutil.copy(PROJECT_ROOT / name, root / name)
     shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    merged = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for overrides in (TINY, params or {}):
+        for section, values in overrides.items():
+            merged[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dvcproject")
+    copy_tiny_project(root)
     sh("git", "init", "-q", cwd=root)
     sh("git", "config", "user.email", "test@example.com", cwd=root)
     sh("git", "config", "user.name", "test", cwd=root)

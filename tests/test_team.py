@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from conftest import PROJECT_ROOT
-from test_dvc_pipeline import TINY, ran
+from test_dvc_pipeline import copy_tiny_project, ran
 
 sys.path.insert(0, str(PROJECT_ROOT / "tools"))
 import local_postgres  # noqa: E402
@@ -107,16 +107,8 @@ def admin_client(url: str):
 
 def make_project(root: Path, url: str, remote: Path) -> Path:
     """A git + DVC copy of the project with tiny params, logging to the team's server."""
-    root.mkdir(parents=True)
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    params["evaluation"]["promote_on"] = "recon_psnr"  # more VAE epochs reliably win it
-    params["tracking"]["uri"] = url
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # promote on recon_psnr: more VAE epochs reliably win it
+    copy_tiny_project(root, {"evaluation": {"promote_on": "recon_psnr"}, "tracking": {"uri": url}})
     # the tiny held-out set is pinned in this project (data/heldout.dvc), not the real data.dvc
     for command in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
                     ["git", "config", "user.name", "t"], ["dvc", "init", "-q"],
