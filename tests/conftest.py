@@ -63,6 +63,18 @@ def tiny_params_dict(root: Path, games: list[str], frames: int = 600) -> dict:
             "plots_dir": str(root / "plots"),
         },
         "dream": {"game": games[0], "steps": 6, "out_dir": str(root / "outputs")},
+        "controller": {
+            "game": games[0],
+            "horizon": 6,
+            "population": 4,
+            "rollouts": 2,
+            "generations": 2,
+            "contexts": "heldout",
+            "eval_episodes": 2,
+            "eval_max_frames": 40,
+            "out_dir": str(root / "checkpoints/controller"),
+            "metrics_file": str(root / "metrics/controller.json"),
+        },
         "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}"},
     }
 

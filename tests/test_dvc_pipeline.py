@@ -12,7 +12,7 @@ import yaml
 
 from conftest import PROJECT_ROOT
 
-STAGES = ["collect", "vae", "dynamics", "evaluate", "dream"]
+STAGES = ["collect", "vae", "dynamics", "evaluate", "dream", "controller"]
 TINY = {
     "data": {"games": ["BreakoutNoFrameskip-v4"], "frames_per_game": 400, "num_envs": 2, "num_workers": 1},
     "heldout": {"episodes_per_game": 2, "frames_per_episode": 40},
@@ -21,7 +21,25 @@ TINY = {
     "training": {"batch_size": 32, "checkpoint_every": 1, "device": "cpu", "num_threads": 1},
     "evaluation": {"horizons": 6, "context": 4, "headline_horizons": [1, 3, 6], "promote_on": "psnr_h6_gain"},
     "dream": {"steps": 4},
+    "controller": {
+        "game": "BreakoutNoFrameskip-v4",
+        "horizon": 5,
+        "population": 4,
+        "rollouts": 2,
+        "generations": 2,
+        "contexts": "heldout",
+        "eval_episodes": 2,
+        "eval_max_frames": 30,
+    },
 }
+
+
+def in_pipeline_order(stages: list[str]) -> bool:
+    """Every stage after the stages it depends on (evaluate, dream and controller may interleave)."""
+    chain = [s for s in stages if s in ("collect", "vae", "dynamics")]
+    return chain == sorted(chain, key=["collect", "vae", "dynamics"].index) and all(
+        stages.index(s) > stages.index("dynamics") for s in stages if s not in chain
+    )
 
 
 def sh(*args, cwd, check=True):
@@ -73,7 +91,7 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_produces_every_output(project):
     result = sh("dvc", "repro", cwd=project)
-    assert ran(result.stdout) == STAGES
+    assert sorted(ran(result.stdout)) == sorted(STAGES) and in_pipeline_order(ran(result.stdout))
     for path in (
         "data/collected/BreakoutNoFrameskip-v4/frames.npy",
         "checkpoints/vae/vae_epoch_1.pt",
@@ -84,17 +102,21 @@ def test_repro_runs_every_stage_and_produces_every_output(project):
         "plots/psnr_BreakoutNoFrameskip-v4.tsv",
         "plots/eval_curves.png",
         "outputs/dream_BreakoutNoFrameskip-v4.gif",
+        "checkpoints/controller/controller.pt",
+        "metrics/controller.json",
         "dvc.lock",
         "mlflow.db",
     ):
         assert (project / path).exists(), path
     metrics = sh("dvc", "metrics", "show", "--json", cwd=project).stdout
-    assert "psnr_h1_gain" in metrics and "val_psnr" in metrics
+    assert "psnr_h1_gain" in metrics and "val_psnr" in metrics and "real_minus_random_ci95" in metrics
+    assert "reward_precision" in metrics and "game_over_majority_accuracy" in metrics
     plots = sh("dvc", "plots", "show", "--json", cwd=project).stdout
     assert "psnr_BreakoutNoFrameskip-v4.tsv" in plots and "dream_BreakoutNoFrameskip-v4.gif" in plots
     # a log a user reads top to bottom: one line per epoch, none of the libraries' chatter
     log = result.stdout + result.stderr
     assert "vae epoch 1: val PSNR" in log and "dynamics epoch 1: train" in log
+    assert "controller generation 2/2: dream return mean" in log and "controller in the real game:" in log
     for noise in (
         "A.L.E: Arcade Learning Environment",
         "[Powered by Stella]",
@@ -104,6 +126,7 @@ def test_repro_runs_every_stage_and_produces_every_output(project):
         "\r",
         "it/s]",
         "Traceback",
+        "Warning",
     ):
         assert noise not in log, noise
 
@@ -116,7 +139,10 @@ def test_second_repro_runs_nothing(project):
 
 def test_changing_a_key_reruns_only_the_stages_that_read_it(project):
     set_param(project, "dynamics", "hidden_size", 16)
-    assert ran(sh("dvc", "repro", cwd=project).stdout) == ["dynamics", "evaluate", "dream"]
+    stages = ran(sh("dvc", "repro", cwd=project).stdout)
+    assert sorted(stages) == ["controller", "dream", "dynamics", "evaluate"] and in_pipeline_order(stages)
+    set_param(project, "controller", "generations", 1)
+    assert ran(sh("dvc", "repro", cwd=project).stdout) == ["controller"]
     set_param(project, "dream", "steps", 5)
     assert ran(sh("dvc", "repro", cwd=project).stdout) == ["dream"]
     assert "up to date" in sh("dvc", "status", cwd=project).stdout

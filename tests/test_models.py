@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from arcadedreamer.data.preprocessing import NO_REWARD
 from arcadedreamer.models.dynamics import Dynamics, scheduled_sampling_mask
 from arcadedreamer.models.vae import MAX_LOGVAR, VAE, vae_loss
 from arcadedreamer.models.world_model import WorldModel
@@ -158,6 +159,11 @@ def test_a_frame_far_outside_the_training_spread_keeps_the_gradient_finite():
     assert vae.encoder(frames)[1].max().item() == MAX_LOGVAR
 
 
+def no_events(actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reward classes and game overs of steps where nothing happens: (B, T) each."""
+    return torch.full_like(actions, NO_REWARD), torch.zeros(actions.shape)
+
+
 def test_dynamics_overfits_one_batch():
     torch.manual_seed(0)
     model = Dynamics(latent_dim=8, hidden_size=64)
@@ -166,13 +172,13 @@ def test_dynamics_overfits_one_batch():
     steps[:, 0] = torch.linspace(-0.3, 0.3, 18)  # each action moves the latent by its own amount
     latents = torch.cumsum(torch.cat([torch.zeros(16, 1, 8), steps[actions]], dim=1), dim=1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = model.compute_loss(latents, actions, 0.0, 1)["loss"].item()
+    first = model.compute_loss(latents, actions, *no_events(actions), 0.0, 1)["latent_loss"].item()
     for _ in range(300):
-        losses = model.compute_loss(latents, actions, 0.5, 1)
+        losses = model.compute_loss(latents, actions, *no_events(actions), 0.5, 1)
         opt.zero_grad()
         losses["loss"].backward()
         opt.step()
-    last = model.compute_loss(latents, actions, 1.0, 1)["loss"].item()
+    last = model.compute_loss(latents, actions, *no_events(actions), 1.0, 1)["latent_loss"].item()
     assert last < first / 20, f"open-loop loss fell only from {first:.4f} to {last:.4f}"
 
 
@@ -185,7 +191,9 @@ def test_scheduled_sampling_uses_predictions_at_the_configured_rate():
     assert scheduled_sampling_mask(10, 10, 1.0, 1)[:, 1:].all()
     model = Dynamics(latent_dim=8, hidden_size=16)
     latents, actions = torch.randn(64, 21, 8), torch.randint(0, 18, (64, 20))
-    losses = model.compute_loss(latents, actions, 0.5, 4, torch.Generator().manual_seed(1))
+    losses = model.compute_loss(
+        latents, actions, *no_events(actions), 0.5, 4, torch.Generator().manual_seed(1)
+    )
     assert abs(losses["sampled_fraction"].item() - 0.5) < 0.05
 
 
@@ -194,4 +202,6 @@ def test_teacher_forcing_matches_the_parallel_forward():
     model = Dynamics(latent_dim=8, hidden_size=16)
     latents, actions = torch.randn(4, 9, 8), torch.randint(0, 18, (4, 8))
     expected = F.mse_loss(model(latents[:, :-1], actions), latents[:, 1:])
-    assert torch.isclose(model.compute_loss(latents, actions, 0.0, 1)["loss"], expected, atol=1e-6)
+    assert torch.isclose(
+        model.compute_loss(latents, actions, *no_events(actions), 0.0, 1)["latent_loss"], expected, atol=1e-6
+    )

@@ -12,12 +12,12 @@ import yaml
 from conftest import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "src" / "arcadedreamer"
-# config ← data ← models ← training / evaluation / viz ← cli (README: Layout); utilities below all
+# config ← data ← models ← training / evaluation / viz / control ← cli (README: Layout); utilities below all
 LAYERS = {
     "errors": 0, "fileio": 0, "interrupts": 0, "progress": 0, "config": 0,
     "data": 1, "tracking": 1,
     "models": 2,
-    "training": 3, "evaluation": 3, "viz": 3, "registry_model": 3,
+    "training": 3, "evaluation": 3, "viz": 3, "control": 3, "registry_model": 3,
     "cli": 4, "__main__": 5,
 }  # fmt: skip
 
@@ -102,7 +102,7 @@ def module_file(module: str) -> Path:
     return package if package.exists() else PACKAGE / relative.with_suffix(".py")
 
 
-@pytest.mark.parametrize("name", ["collect", "vae", "dynamics", "evaluate", "dream"])
+@pytest.mark.parametrize("name", ["collect", "vae", "dynamics", "evaluate", "dream", "controller"])
 def test_every_stage_depends_on_all_the_code_it_imports(name):
     stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
     deps = [PROJECT_ROOT / d for d in stages[name]["deps"] if d.startswith("src/")]

@@ -147,7 +147,7 @@ def test_compiled_dynamics_training_learns_and_saves_plain_weights(trained, tmp_
     assert 0 < summary["train_loss"] < float("inf")
     weights = ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "dynamics"))["model"]
     assert not any(key.startswith("_orig_mod") for key in weights)
-    Dynamics(64, 18, 32).load_state_dict(weights)  # loads into a plain module
+    Dynamics(64, 18, 32, params.dynamics.head_size).load_state_dict(weights)  # loads into a plain module
 
 
 def test_precision_bf16_runs_both_models_under_bf16_autocast_with_fp32_gradients():
@@ -169,7 +169,9 @@ def test_precision_bf16_runs_both_models_under_bf16_autocast_with_fp32_gradients
     with autocast(cpu, "bf16"):
         logits, mu, logvar = vae(frames, torch.Generator().manual_seed(0))
         vae_losses = vae_loss(frames, logits, mu, logvar, beta=1e-4, loss="bce")
-        dynamics_losses = dynamics.compute_loss(latents, actions, 0.5, 4)
+        dynamics_losses = dynamics.compute_loss(
+            latents, actions, torch.ones_like(actions), torch.zeros(4, 8), 0.5, 4
+        )
     assert mu.dtype == torch.bfloat16, "the encoder ran in bf16"
     for losses, model in ((vae_losses, vae), (dynamics_losses, dynamics)):
         assert losses["loss"].dtype == torch.float32 and torch.isfinite(losses["loss"])

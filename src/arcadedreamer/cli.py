@@ -203,6 +203,15 @@ def _resolve_model(model: str | None, params: Params) -> Path:
     )
 
 
+def _resolve_agent(agent: str, params: Params) -> Path:
+    """A controller checkpoint path or a `models:/arcadedreamer-controller@…` URI → its file."""
+    from arcadedreamer import tracking
+
+    if agent.startswith("models:/"):
+        return tracking.resolve_model_checkpoint(agent, params)
+    return Path(agent)
+
+
 ModelOption = Annotated[
     str | None,
     typer.Option("--model", help="Checkpoint path or models:/NAME@alias (default: @champion, then @latest)."),
@@ -226,6 +235,29 @@ def evaluate(
     _check_dirs(cfg, "evaluation.plots_dir")
     run_evaluate(cfg, model or final_checkpoint_path(cfg, "dynamics"))
     typer.echo(f"wrote {cfg.evaluation.metrics_file} and {cfg.evaluation.plots_dir}/")
+
+
+@app.command()
+def controller(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", help="Dynamics checkpoint to dream with (default: the dynamics stage's final one)."
+        ),
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Train the World Models controller in the dream (CMA-ES), then score it against the random
+    policy in the real game."""
+    from arcadedreamer.control.train import train_controller
+
+    cfg = load_params(params)
+    check_output_path(cfg.controller.metrics_file, "controller.metrics_file", suffix=".json")
+    _check_dirs(cfg, "controller.out_dir")
+    summary = train_controller(cfg, model)
+    typer.echo(f"wrote {cfg.controller.out_dir}/controller.pt and {cfg.controller.metrics_file}")
+    if not summary["beats_random"]:
+        typer.echo("the controller does not beat the random policy outside the 95% interval (see the README)")
 
 
 @app.command()
@@ -323,10 +355,19 @@ def play(
         int | None, typer.Option("--fps", min=1, max=240, help="Frame rate (default: play.fps).")
     ] = None,
     model: ModelOption = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent",
+            help="A controller (checkpoint path or models:/arcadedreamer-controller@latest) plays "
+            "instead of you; with --dream, Predicted shows its own dream.",
+        ),
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Play the real game beside the world model: Real | Predicted | Overlay panels."""
-    from arcadedreamer.models.checkpoints import check_trained_on, load_world_model
+    from arcadedreamer.models.checkpoints import check_trained_on, load_controller, load_world_model
+    from arcadedreamer.models.controller import Agent
     from arcadedreamer.viz.play import run_play
 
     cfg = load_params(params)
@@ -337,9 +378,21 @@ def play(
         check_output_path(record, "--record", is_dir=True)
     if headless and steps is None:
         raise UserError("--headless needs --steps N (there is no Esc key to stop it)")
-    model_path = _resolve_model(model, cfg)
-    world_model, checkpoint = load_world_model(model_path, cfg)
-    check_trained_on(checkpoint, game, model_path)
+    player = None
+    if agent is not None:  # the controller brings the world model it dreamt with
+        if model is not None:
+            raise UserError("--agent brings its own world model; leave out --model")
+        agent_path = _resolve_agent(agent, cfg)
+        controller, world_model, checkpoint = load_controller(agent_path)
+        if checkpoint["game"] != game:
+            raise UserError(
+                f"{agent_path}: this controller plays {checkpoint['game']}; pass --game {checkpoint['game']}"
+            )
+        player = Agent(controller, world_model, tuple(checkpoint["action_ids"]))
+    else:
+        model_path = _resolve_model(model, cfg)
+        world_model, checkpoint = load_world_model(model_path, cfg)
+        check_trained_on(checkpoint, game, model_path)
     summary = run_play(
         game,
         world_model,
@@ -352,6 +405,7 @@ def play(
         screenshot=screenshot,
         record=record,
         num_threads=cfg.play.num_threads,
+        agent=player,
     )
     typer.echo(f"played {summary['steps']} steps ({summary['reason']})")
     for key in ("screenshot", "record"):

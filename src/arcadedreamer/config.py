@@ -159,6 +159,16 @@ class DynamicsConfig(_Section):
         le=MAX_STEPS,
         description="Leading steps of each training sequence always fed the true latent.",
     )
+    head_size: int = Field(
+        128, gt=0, le=MAX_WIDTH, description="Hidden units of the reward and game-over heads."
+    )
+    max_event_weight: float = Field(
+        1000.0,
+        ge=1,
+        le=1e6,
+        allow_inf_nan=False,
+        description="Cap on a rare class's loss weight (rewards, game overs are balanced by frequency).",
+    )
 
     @model_validator(mode="after")
     def _burn_in_fits(self) -> DynamicsConfig:
@@ -256,6 +266,39 @@ class DreamConfig(_Section):
         return check_game_id(game)
 
 
+class ControllerConfig(_Section):
+    """The World Models controller, trained by CMA-ES in the dream only, scored in the real game."""
+
+    game: str = "PongNoFrameskip-v4"
+    horizon: int = Field(
+        100, gt=0, le=MAX_DREAM_STEPS, description="Dream steps per rollout (then truncated)."
+    )
+    population: int = Field(16, ge=2, le=4096, description="CMA-ES candidates per generation.")
+    rollouts: int = Field(
+        16, gt=0, le=4096, description="Dream rollouts per candidate, the same contexts for all."
+    )
+    generations: int = Field(40, gt=0, le=100_000)
+    sigma: float = Field(0.1, gt=0, le=100, description="CMA-ES initial step size.")
+    contexts: Literal["training", "heldout"] = Field(
+        "training", description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."
+    )
+    eval_episodes: int = Field(30, ge=2, le=10_000, description="Seeded real episodes per policy.")
+    eval_max_frames: int = Field(
+        4000, gt=0, le=MAX_FRAMES, description="A real episode is cut (truncated) after this many frames."
+    )
+    eval_seed: int = Field(
+        2_000_000, ge=0, le=MAX_SEED, description="Real episode i is reset with eval_seed + i."
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    out_dir: PathStr = "checkpoints/controller"
+    metrics_file: PathStr = "metrics/controller.json"
+
+    @field_validator("game")
+    @classmethod
+    def _game_known(cls, game: str) -> str:
+        return check_game_id(game)
+
+
 class PlayConfig(_Section):
     fps: int = Field(30, gt=0, le=240)
     scale: int = Field(6, ge=1, le=16)
@@ -282,6 +325,7 @@ class Params(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     dream: DreamConfig = Field(default_factory=DreamConfig)
     play: PlayConfig = Field(default_factory=PlayConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")

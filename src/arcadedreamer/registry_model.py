@@ -9,6 +9,8 @@ serve`). It unpickles nothing: the checkpoint artifact is read with
 - `arcadedreamer-dynamics` (the world model): input `(B, C, 4, 64, 64)` float32 context
   stacks, param `actions`: C-1 full-action ids taken between the context stacks, then one per
   step to imagine → `(B, T, 64, 64)` imagined frames in [0, 1].
+- `arcadedreamer-controller`: input `(B, T, 4, 64, 64)` float32, the frame stacks of B episodes
+  from their first frame → `(B, T)` the ALE action id the controller takes from each.
 """
 
 from __future__ import annotations
@@ -36,17 +38,35 @@ class ArcadeDreamerModel(PythonModel):
 
         checkpoint = load_checkpoint(context.artifacts["checkpoint"])
         self.stage = checkpoint["stage"]
+        if self.stage == "controller":
+            from arcadedreamer.models.checkpoints import load_controller
+            from arcadedreamer.models.controller import Agent
+
+            controller, world_model, checkpoint = load_controller(context.artifacts["checkpoint"])
+            self.agent = Agent(controller, world_model, tuple(checkpoint["action_ids"]))
+            return
         self.vae = vae_from_checkpoint(checkpoint).eval()
         self.world = world_model_from_checkpoint(checkpoint) if self.stage == "dynamics" else None
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         frames = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+        if self.stage == "controller":
+            return self._act(frames)
         if self.world is None:
             if frames.dim() != 4 or tuple(frames.shape[1:]) != (4, 64, 64):
                 raise bad_request(f"expected frame stacks of shape (B, 4, 64, 64), got {tuple(frames.shape)}")
             with torch.no_grad():
                 return self.vae.decode(self.vae.encode(frames)).numpy()
         return self._imagine(frames, (params or {}).get("actions"))
+
+    def _act(self, stacks: torch.Tensor) -> np.ndarray:
+        if stacks.dim() != 5 or tuple(stacks.shape[2:]) != (4, 64, 64):
+            raise bad_request(
+                f"expected episodes of frame stacks (B, T, 4, 64, 64), got {tuple(stacks.shape)}"
+            )
+        self.agent.reset()
+        actions = [self.agent.act(stacks[:, t]) for t in range(stacks.shape[1])]
+        return torch.stack(actions, dim=1).numpy()
 
     def _imagine(self, stacks: torch.Tensor, actions) -> np.ndarray:
         if stacks.dim() != 5 or tuple(stacks.shape[2:]) != (4, 64, 64):

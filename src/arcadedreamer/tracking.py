@@ -34,6 +34,8 @@ from arcadedreamer.errors import UserError
 T = TypeVar("T")
 VAE_MODEL = "arcadedreamer-vae"
 DYNAMICS_MODEL = "arcadedreamer-dynamics"
+CONTROLLER_MODEL = "arcadedreamer-controller"
+ARTIFACT_NAMES = {VAE_MODEL: "vae", DYNAMICS_MODEL: "world_model", CONTROLLER_MODEL: "controller"}
 _REGISTRY_CODE = Path(__file__).with_name("registry_model.py")
 
 
@@ -253,6 +255,11 @@ def model_signature(name: str, context: int = 4):
         stacks = TensorSpec(np.dtype(np.float32), (-1, 4, 64, 64))
         signature = ModelSignature(inputs=Schema([stacks]), outputs=Schema([stacks]))
         return signature, np.zeros((1, 4, 64, 64), dtype=np.float32), None
+    if name == CONTROLLER_MODEL:  # an episode's frame stacks → the action taken from each
+        stacks = TensorSpec(np.dtype(np.float32), (-1, -1, 4, 64, 64))
+        actions = TensorSpec(np.dtype(np.int64), (-1, -1))
+        signature = ModelSignature(inputs=Schema([stacks]), outputs=Schema([actions]))
+        return signature, np.zeros((1, 3, 4, 64, 64), dtype=np.float32), None
     inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, 4, 64, 64))])
     outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, 64, 64))])
     actions = [0] * (context - 1) + [1, 3, 3, 4]  # NOOPs between the context stacks; FIRE, RIGHT ×2, LEFT
@@ -275,7 +282,7 @@ def register_checkpoint(name: str, checkpoint: str | Path, tags: dict[str, str])
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         info = with_retry(
             lambda: mlflow.pyfunc.log_model(
-                name="world_model" if name == DYNAMICS_MODEL else "vae",
+                name=ARTIFACT_NAMES[name],
                 python_model=str(_REGISTRY_CODE),
                 artifacts={"checkpoint": str(checkpoint)},
                 code_paths=[str(Path(arcadedreamer.__file__).parent)],

@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices, to_unit_float
+from arcadedreamer.data.preprocessing import (
+    episode_ids,
+    game_over_frames,
+    reward_classes,
+    stack_start_indices,
+    to_unit_float,
+)
 from arcadedreamer.data.storage import GameData, load_game_data, read_frames_into
 from arcadedreamer.errors import UserError
 
@@ -29,6 +35,8 @@ class Episodes:
     game_index: np.ndarray  # (N,) int: index into `games`
     games: list[str]
     content_hashes: dict[str, str]
+    reward_classes: torch.Tensor  # (N,) int64: the sign class of the reward the action from frame t earned
+    game_overs: torch.Tensor  # (N,) bool: frame t is the last of an episode the game ended (not a cut)
 
     @property
     def episode_id(self) -> np.ndarray:
@@ -58,7 +66,18 @@ def load_episodes(root: str | Path, games: list[str], verify: bool = True) -> Ep
         game_index=np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)]),
         games=list(games),
         content_hashes={p.game: p.manifest["content_hash"] for p in parts},
+        reward_classes=torch.from_numpy(np.concatenate([reward_classes(p.rewards) for p in parts])),
+        game_overs=torch.from_numpy(np.concatenate([game_overs(p) for p in parts])),
     )
+
+
+def game_overs(data: GameData) -> np.ndarray:
+    """(N,) bool game-over frames of one game's data: its episode ends less the cuts its manifest
+    records (each emulator's quota) and the truncations at its max_episode_frames."""
+    rows = data.manifest.get("streams", {"rows": []})["rows"]
+    cut_rows = [start + frames - 1 for start, frames, _ in rows] or [len(data) - 1]
+    max_frames = int(data.manifest.get("max_episode_frames", len(data) + 1))
+    return game_over_frames(np.asarray(data.episode_ends), np.asarray(cut_rows), max_frames)
 
 
 def data_hash(episodes: Episodes) -> str:
@@ -165,10 +184,15 @@ def sequence_starts(episodes: Episodes, stack_size: int, seq_len: int, mask: np.
 
 
 class LatentSequences:
-    """Windows of seq_len+1 latents and the seq_len actions between them."""
+    """Windows of seq_len+1 latents, the seq_len actions between them, the reward class each
+    action earned and whether it ended the game."""
 
-    def __init__(self, latents: torch.Tensor, actions: torch.Tensor, starts: np.ndarray, seq_len: int):
-        self.latents, self.actions, self.seq_len = latents, actions, seq_len
+    def __init__(self, latents: torch.Tensor, episodes: Episodes, starts: np.ndarray, seq_len: int):
+        device = latents.device
+        self.latents, self.seq_len = latents, seq_len
+        self.actions = episodes.actions.to(device)
+        self.reward_classes = episodes.reward_classes.to(device)
+        self.game_overs = episodes.game_overs.to(device)
         self.starts = torch.from_numpy(starts)
 
     def __len__(self) -> int:
@@ -176,7 +200,8 @@ class LatentSequences:
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(latents (B, T+1, D), actions (B, T), reward classes (B, T), game overs (B, T) float)."""
         order = (
             self.starts[torch.randperm(len(self.starts), generator=generator)]
             if generator is not None
@@ -184,5 +209,10 @@ class LatentSequences:
         )
         steps = torch.arange(self.seq_len + 1)
         for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size, None] + steps  # (B, T+1)
-            yield self.latents[index], self.actions[index[:, :-1]]
+            index = (order[start : start + batch_size, None] + steps).to(self.latents.device)  # (B, T+1)
+            yield (
+                self.latents[index],
+                self.actions[index[:, :-1]],
+                self.reward_classes[index[:, :-1]],
+                self.game_overs[index[:, 1:]].float(),
+            )

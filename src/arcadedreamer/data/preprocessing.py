@@ -57,3 +57,28 @@ def episode_ids(episode_ends: np.ndarray) -> np.ndarray:
     ids = np.zeros(len(episode_ends), dtype=np.int64)
     ids[1:] = np.cumsum(episode_ends[:-1])
     return ids
+
+
+# Reward classes the dynamics' reward head predicts: the sign of a transition's reward.
+REWARD_SIGNS = (-1.0, 0.0, 1.0)
+NO_REWARD = 1  # the class of a zero reward: by far the most frequent
+
+
+def reward_classes(rewards: np.ndarray) -> np.ndarray:
+    """(N,) rewards → (N,) int64 classes 0 (negative), 1 (none), 2 (positive)."""
+    return (np.sign(np.asarray(rewards, dtype=np.float64)) + 1).astype(np.int64)
+
+
+def game_over_frames(episode_ends: np.ndarray, cut_rows: np.ndarray, max_episode_frames: int) -> np.ndarray:
+    """(N,) bool: frame t is the last frame of an episode the game itself ended.
+
+    An episode also ends where collection cut it (an emulator's quota, `cut_rows`) or where it
+    reached `max_episode_frames` (truncation): those are not game overs, and a head taught that
+    they were would learn to predict the end of the budget, not of the game.
+    """
+    ends = np.asarray(episode_ends, dtype=bool).copy()
+    ends[np.asarray(cut_rows, dtype=np.int64)] = False
+    last_rows = np.flatnonzero(np.asarray(episode_ends, dtype=bool))
+    lengths = np.diff(np.concatenate([[-1], last_rows]))
+    ends[last_rows[lengths >= max_episode_frames]] = False
+    return ends

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from arcadedreamer.config import OBJECT_METRICS, EvaluationConfig, Params
-from arcadedreamer.data.dataset import gather_stacks
+from arcadedreamer.data.dataset import game_overs, gather_stacks
 from arcadedreamer.data.objects import GAMES, ObjectBoxes, object_boxes
-from arcadedreamer.data.preprocessing import stack_start_indices
+from arcadedreamer.data.preprocessing import episode_ids, reward_classes, stack_start_indices
 from arcadedreamer.data.storage import GameData, load_game_data
 from arcadedreamer.errors import UserError
 from arcadedreamer.evaluation import metrics
 from arcadedreamer.evaluation.objects import ObjectTruth, object_scores, object_truth
+from arcadedreamer.models.events import game_over_scores, predicted_events, reward_scores
 from arcadedreamer.models.world_model import WorldModel
 
 PREDICTORS = ("model", "copy_last", "mean_frame", "reconstruction")
@@ -162,6 +163,38 @@ def _object_truth(
     return object_truth(targets.float().numpy(), boxes, GAMES[scoring.game])
 
 
+@torch.no_grad()
+def event_scores(model: WorldModel, data: GameData, stack_size: int) -> dict[str, float]:
+    """The reward and game-over heads on every held-out transition, the GRU fed the true latents
+    and actions of its episode from the episode's first full stack (`models/events.py`)."""
+    frames = torch.from_numpy(np.asarray(data.frames))
+    actions = torch.from_numpy(np.asarray(data.actions).astype(np.int64))
+    true_rewards = torch.from_numpy(reward_classes(np.asarray(data.rewards)))
+    true_game_overs = torch.from_numpy(game_overs(data))
+    ends = np.asarray(data.episode_ends)
+    valid = stack_start_indices(ends, stack_size)
+    ids = episode_ids(ends)
+    predicted, truth = ([], []), ([], [])
+    for episode in np.unique(ids[valid]):
+        rows = valid[(ids[valid] == episode) & ~ends[valid]]  # frames an action leaves from
+        if len(rows) == 0:
+            continue
+        index = torch.from_numpy(rows)
+        latents = torch.cat(
+            [model.encode(gather_stacks(frames, chunk, stack_size)) for chunk in index.split(512)]
+        )
+        states = model.dynamics.states(latents[None], actions[index][None])[0]  # (T, H)
+        rewards, game_over_flags = predicted_events(*model.dynamics.events.probabilities(states))
+        predicted[0].append(rewards)
+        predicted[1].append(game_over_flags)
+        truth[0].append(true_rewards[index])
+        truth[1].append(true_game_overs[index + 1])
+    return {
+        **reward_scores(torch.cat(predicted[0]), torch.cat(truth[0])),
+        **game_over_scores(torch.cat(predicted[1]), torch.cat(truth[1])),
+    }
+
+
 def headline(scores: dict, headline_horizons: list[int]) -> dict[str, float]:
     """Model PSNR minus copy-last's at chosen horizons; reconstruction minus mean frame; the
     object scores of the model and copy-last at those horizons and of the reconstruction."""
@@ -210,7 +243,11 @@ def evaluate_world_model(model: WorldModel, checkpoint: dict, params: Params) ->
         scores = rollout_scores(
             model, windows, cfg.context, mean_frames[game].float(), object_scoring(data, cfg)
         )
-        result["games"][game] = {**headline(scores, cfg.headline_horizons), "windows": len(windows.stacks)}
+        result["games"][game] = {
+            **headline(scores, cfg.headline_horizons),
+            **event_scores(model, data, params.data.stack_size),
+            "windows": len(windows.stacks),
+        }
         result["series"][game] = scores
     keys = dict.fromkeys(k for g in result["games"].values() for k in g if k != "windows")
     result["summary"] = {  # over the games that have the score (object scores: games with a RAM map)

@@ -106,7 +106,20 @@ def format_headline(result: dict) -> str:
                 f"its false-ball rate {_ratio(scores['recon_false_ball_rate'])}, "
                 f"player error {_ratio(scores['recon_player_error'])} px"
             )
+        if "reward_events" in scores:
+            lines.append(
+                f"{game}: reward head recall {_ratio(scores['reward_recall'])}, precision "
+                f"{_ratio(scores['reward_precision'])} on {scores['reward_events']} rewarded steps "
+                f"(accuracy {_ratio3(scores['reward_accuracy'])}, always-none "
+                f"{_ratio3(scores['reward_majority_accuracy'])}); game-over head accuracy "
+                f"{_ratio3(scores['game_over_accuracy'])} (majority "
+                f"{_ratio3(scores['game_over_majority_accuracy'])}) on {scores['game_over_events']} game overs"
+            )
     return "\n".join(lines)
+
+
+def _ratio3(value) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def run_evaluate(params: Params, checkpoint_path: str | Path) -> dict:

@@ -17,6 +17,7 @@ import torch
 from arcadedreamer.config import Params
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_open
+from arcadedreamer.models.controller import LinearController
 from arcadedreamer.models.dynamics import Dynamics
 from arcadedreamer.models.vae import VAE
 from arcadedreamer.models.world_model import WorldModel
@@ -25,7 +26,12 @@ from arcadedreamer.models.world_model import WorldModel
 # section each comes from. Checkpoints store them as `arch` / `vae_arch`.
 ARCH = {
     "vae": {"stack_size": "data", "frame_size": "data", "latent_dim": "vae"},
-    "dynamics": {"latent_dim": "vae", "num_actions": "dynamics", "hidden_size": "dynamics"},
+    "dynamics": {
+        "latent_dim": "vae",
+        "num_actions": "dynamics",
+        "hidden_size": "dynamics",
+        "head_size": "dynamics",
+    },
 }
 
 
@@ -96,7 +102,7 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
         ) from None
     if not isinstance(checkpoint, dict) or "stage" not in checkpoint or "model" not in checkpoint:
         raise UserError(f"{path}: not an ArcadeDreamer checkpoint (no stage/model entries)")
-    if checkpoint["stage"] not in ("vae", "dynamics"):
+    if checkpoint["stage"] not in ("vae", "dynamics", "controller"):
         raise UserError(
             f"{path}: unknown stage {str(checkpoint['stage'])[:40]!r}; not an ArcadeDreamer checkpoint"
         )
@@ -111,6 +117,8 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
 def schema_problem(checkpoint: dict) -> str | None:
     """What is wrong with a loaded checkpoint's layout, or None: every entry the loaders read,
     with its type, and weights whose names and shapes are those of the architecture it states."""
+    if checkpoint["stage"] == "controller":
+        return controller_problem(checkpoint)
     parts = [("arch", "model", checkpoint["stage"])]
     if checkpoint["stage"] == "dynamics":
         parts.append(("vae_arch", "vae", "vae"))
@@ -126,9 +134,7 @@ def schema_problem(checkpoint: dict) -> str | None:
         if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
             return f"'{weights_key}' is missing or not a mapping of tensors"
         expected = (
-            VAE(arch["stack_size"], arch["latent_dim"])
-            if kind == "vae"
-            else Dynamics(arch["latent_dim"], arch["num_actions"], arch["hidden_size"])
+            VAE(arch["stack_size"], arch["latent_dim"]) if kind == "vae" else dynamics_from_arch(arch)
         ).state_dict()
         if set(weights) != set(expected):
             missing = sorted(set(expected) - set(weights)) or sorted(set(weights) - set(expected))
@@ -174,6 +180,66 @@ def check_trained_on(checkpoint: dict, game: str, path: str | Path) -> None:
         )
 
 
+def dynamics_from_arch(arch: dict[str, int]) -> Dynamics:
+    return Dynamics(arch["latent_dim"], arch["num_actions"], arch["hidden_size"], arch["head_size"])
+
+
+# What a controller checkpoint keeps of the dynamics checkpoint it dreamt with: the world model.
+WORLD_MODEL_ENTRIES = ("stage", "epoch", "arch", "model", "vae", "vae_arch", "mean_frames", "data_hash")
+
+
+def controller_arch(controller: LinearController) -> dict[str, int]:
+    width, actions = controller.linear.in_features, controller.linear.out_features
+    return {"features": width, "num_actions": actions}
+
+
+def controller_problem(checkpoint: dict) -> str | None:
+    arch, weights = checkpoint.get("arch"), checkpoint.get("model")
+    if not isinstance(arch, dict) or not all(
+        type(arch.get(k)) is int and 0 < arch[k] <= 65_536 for k in ("features", "num_actions")
+    ):
+        return "'arch' must give positive integers features and num_actions"
+    if not isinstance(weights, dict) or set(weights) != {"linear.weight", "linear.bias"}:
+        return "'model' does not hold a linear controller's weights"
+    if tuple(weights["linear.weight"].shape) != (arch["num_actions"], arch["features"]):
+        return f"'model.linear.weight' has shape {tuple(weights['linear.weight'].shape)}, its arch needs {(arch['num_actions'], arch['features'])}"
+    actions = checkpoint.get("action_ids")
+    if (
+        not isinstance(actions, list)
+        or len(actions) != arch["num_actions"]
+        or not all(type(a) is int and 0 <= a < 18 for a in actions)
+    ):
+        return "'action_ids' must list one ALE action id (0-17) per controller action"
+    world = checkpoint.get("world_model")
+    if not isinstance(world, dict) or world.get("stage") != "dynamics" or "model" not in world:
+        return "'world_model' is missing or not a dynamics checkpoint"
+    if not isinstance(checkpoint.get("game"), str):
+        return "'game' is missing"
+    problem = schema_problem(world)
+    if problem:
+        return f"world_model: {problem}"
+    expected = world["arch"]["latent_dim"] + world["arch"]["hidden_size"]
+    if arch["features"] != expected:
+        return f"the controller reads {arch['features']} features, its world model gives {expected}"
+    return None
+
+
+def load_controller(path: str | Path) -> tuple[LinearController, WorldModel, dict]:
+    """A controller checkpoint → (controller, the world model it dreamt with, checkpoint)."""
+    if not Path(path).exists():
+        raise UserError(
+            f"{path}: no controller; train one with `arcadedreamer controller` (or `dvc repro controller`)"
+        )
+    checkpoint = load_checkpoint(path, stage="controller")
+    world_model = world_model_from_checkpoint(checkpoint["world_model"])
+    arch = checkpoint["arch"]
+    controller = LinearController(
+        world_model.vae.latent_dim, world_model.dynamics.hidden_size, arch["num_actions"]
+    )
+    controller.load_state_dict(checkpoint["model"])
+    return controller.eval(), world_model, checkpoint
+
+
 def vae_from_checkpoint(checkpoint: dict) -> VAE:
     state, arch = (
         (checkpoint["model"], checkpoint["arch"])
@@ -188,8 +254,7 @@ def vae_from_checkpoint(checkpoint: dict) -> VAE:
 def world_model_from_checkpoint(checkpoint: dict) -> WorldModel:
     if checkpoint["stage"] != "dynamics":
         raise UserError("a world model needs a dynamics checkpoint (it holds the VAE too)")
-    arch = checkpoint["arch"]
-    dynamics = Dynamics(arch["latent_dim"], arch["num_actions"], arch["hidden_size"])
+    dynamics = dynamics_from_arch(checkpoint["arch"])
     dynamics.load_state_dict(checkpoint["model"])
     return WorldModel(vae_from_checkpoint(checkpoint), dynamics.eval()).eval()
 

@@ -6,20 +6,73 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arcadedreamer.data.preprocessing import REWARD_SIGNS
+
+
+class EventHeads(nn.Module):
+    """GRU state (B, H) → reward-sign logits (B, 3) and game-over logit (B,).
+
+    They read the state after the GRU saw (latent_t, action_t), the one that predicts
+    latent_t+1: what that action earned and whether the game ended with it. They are trained
+    with class weights that balance the rare events; a weighted cross-entropy's optimum is the
+    true posterior scaled by each class's weight, so `probabilities` takes the logs of those
+    weights (kept as buffers, saved with the model) back out: calibrated probabilities, which
+    is what a dream's rewards must be (balanced logits alone fire on ~10x too many steps).
+    """
+
+    def __init__(self, hidden_size: int, head_size: int):
+        super().__init__()
+        self.reward = nn.Sequential(
+            nn.Linear(hidden_size, head_size), nn.ELU(), nn.Linear(head_size, len(REWARD_SIGNS))
+        )
+        self.game_over = nn.Sequential(nn.Linear(hidden_size, head_size), nn.ELU(), nn.Linear(head_size, 1))
+        self.register_buffer("reward_log_weights", torch.zeros(len(REWARD_SIGNS)))
+        self.register_buffer("game_over_log_weight", torch.zeros(()))
+
+    def set_class_weights(self, reward_weights: torch.Tensor, game_over_weight: torch.Tensor) -> None:
+        self.reward_log_weights.copy_(reward_weights.log())
+        self.game_over_log_weight.copy_(game_over_weight.log())
+
+    def forward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.reward(states), self.game_over(states).squeeze(-1)
+
+    def probabilities(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """states (…, H) → calibrated reward-sign probabilities (…, 3), game-over probability (…)."""
+        reward_logits, game_over_logits = self(states)
+        return (
+            torch.softmax(reward_logits - self.reward_log_weights, dim=-1),
+            torch.sigmoid(game_over_logits - self.game_over_log_weight),
+        )
+
 
 class Dynamics(nn.Module):
-    """Input latent (64) + one-hot action (18) = 82 → GRU(256) → next latent (64).
+    """Input latent (64) + one-hot action (18) = 82 → GRU(256) → next latent (64), and from the
+    GRU state the reward sign and game over of that step (`EventHeads`).
 
     The head predicts the change of latent and adds it to the input latent: the output is
     still the next latent, but "nothing moves" is the zero function, which is the right prior
     for Atari at frameskip 1 where most of the frame stays put.
     """
 
-    def __init__(self, latent_dim: int = 64, num_actions: int = 18, hidden_size: int = 256):
+    def __init__(
+        self, latent_dim: int = 64, num_actions: int = 18, hidden_size: int = 256, head_size: int = 128
+    ):
         super().__init__()
         self.latent_dim, self.num_actions, self.hidden_size = latent_dim, num_actions, hidden_size
         self.gru = nn.GRU(latent_dim + num_actions, hidden_size, batch_first=True)
         self.head = nn.Linear(hidden_size, latent_dim)
+        self.events = EventHeads(
+            hidden_size, head_size
+        )  # built last: the GRU's initial weights stay as before
+
+    def world_parameters(self) -> list[nn.Parameter]:
+        """The GRU and latent head: what predicts the next latent."""
+        return [*self.gru.parameters(), *self.head.parameters()]
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """Gradient groups clipped apart (`train_step`): the rare, balanced-up events would
+        otherwise shrink the latent model's steps through one shared norm."""
+        return [self.world_parameters(), list(self.events.parameters())]
 
     def step(
         self, latents: torch.Tensor, actions: torch.Tensor, hidden: torch.Tensor | None = None
@@ -31,45 +84,75 @@ class Dynamics(nn.Module):
         output, hidden = self.gru(inputs, hidden)
         return latents + self.head(output[:, 0]), hidden
 
-    def forward(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced: latents (B, T, D), actions (B, T) → predicted next latents (B, T, D)."""
+    def states(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced: latents (B, T, D), actions (B, T) → GRU states after each step (B, T, H)."""
         actions_onehot = F.one_hot(actions.long(), self.num_actions).to(latents.dtype)
         output, _ = self.gru(torch.cat([latents, actions_onehot], dim=-1))
-        return latents + self.head(output)
+        return output
+
+    def forward(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced: latents (B, T, D), actions (B, T) → predicted next latents (B, T, D)."""
+        return latents + self.head(self.states(latents, actions))
 
     def compute_loss(
         self,
         latents: torch.Tensor,
         actions: torch.Tensor,
+        reward_classes: torch.Tensor,
+        game_overs: torch.Tensor,
         sampling_prob: float,
         burn_in: int,
         generator: torch.Generator | None = None,
+        reward_weights: torch.Tensor | None = None,
+        game_over_weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Scheduled sampling over a sequence.
+        """Scheduled sampling over a sequence, and the event heads on the states it visits.
 
-        latents: (B, T+1, D) true latents; actions: (B, T) actions taken from latents[:, t].
-        Step t's input is the true latent for t < burn_in; afterwards, with probability
-        `sampling_prob` per (sequence, step), the model's own previous prediction instead.
-        The loss is the MSE between every prediction and the true next latent; `loss_after_burn_in`
-        and `loss_copy` score the steps after the burn-in against copying the last real latent.
+        latents: (B, T+1, D) true latents; actions: (B, T) actions taken from latents[:, t];
+        reward_classes: (B, T) int the sign class each action earned; game_overs: (B, T) float,
+        1 where the action ended the game. Step t's input is the true latent for t < burn_in;
+        afterwards, with probability `sampling_prob` per (sequence, step), the model's own previous
+        prediction instead. The latent loss is the MSE between every prediction and the true next
+        latent; `loss_after_burn_in` and `loss_copy` score the steps after the burn-in against
+        copying the last real latent. The heads learn from the GRU states detached, so they do not
+        steer what the GRU learns: their losses are weighted cross-entropies (`reward_weights` per
+        class, `game_over_weight` on game overs) that balance the rare events.
         """
         batch, steps = actions.shape
         use_prediction = scheduled_sampling_mask(batch, steps, sampling_prob, burn_in, generator)
         use_prediction = use_prediction.to(latents.device)
         hidden = None
-        predictions = []
+        predictions, states = [], []
         previous_prediction = latents[:, 0]
         for t in range(steps):
             inputs = torch.where(use_prediction[:, t, None], previous_prediction, latents[:, t])
             previous_prediction, hidden = self.step(inputs, actions[:, t], hidden)
             predictions.append(previous_prediction)
+            states.append(hidden[-1])
         predicted = torch.stack(predictions, dim=1)  # (B, T, D)
+        reward_logits, game_over_logits = self.events(
+            torch.stack(states, dim=1).detach()
+        )  # (B, T, 3), (B, T)
+        reward_loss = F.cross_entropy(
+            reward_logits.float().reshape(-1, len(REWARD_SIGNS)),
+            reward_classes.reshape(-1),
+            weight=reward_weights,
+        )
+        game_over_loss = F.binary_cross_entropy_with_logits(
+            game_over_logits.float(), game_overs.float(), pos_weight=game_over_weight
+        )
         targets = latents[:, 1:]
+        latent_loss = F.mse_loss(predicted.float(), targets.float())
         # After the burn-in: the model's predictions against copying the last latent it saw for real.
         after = targets[:, burn_in - 1 :].float()
         last_seen = latents[:, burn_in - 1 : burn_in].float().expand_as(after)
         return {
-            "loss": F.mse_loss(predicted.float(), targets.float()),
+            "loss": latent_loss + reward_loss + game_over_loss,
+            "latent_loss": latent_loss.detach(),
+            "reward_loss": reward_loss.detach(),
+            "game_over_loss": game_over_loss.detach(),
+            "reward_logits": reward_logits.detach(),
+            "game_over_logits": game_over_logits.detach(),
             "loss_after_burn_in": F.mse_loss(predicted[:, burn_in - 1 :].float(), after).detach(),
             "loss_copy": F.mse_loss(last_seen, after).detach(),
             "sampled_fraction": use_prediction[:, burn_in:].float().mean()

@@ -98,13 +98,23 @@ def train_step(model, losses: dict[str, torch.Tensor], optimizer, grad_clip: flo
         )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    groups = model.clip_groups() if hasattr(model, "clip_groups") else [list(model.parameters())]
+    norms = [torch.nn.utils.clip_grad_norm_(group, grad_clip) for group in groups]
+    norm = torch.stack(norms).max()
     if not torch.isfinite(norm).item():
         raise UserError(
             f"training diverged: the gradient norm became {norm.item()}; lower training.lr and run again "
             "(earlier checkpoints are intact)"
         )
     optimizer.step()
+
+
+def balanced_class_weights(counts: torch.Tensor, max_weight: float) -> torch.Tensor:
+    """Each class weighs total / (classes × its count), at most `max_weight`: every class then
+    counts as much in the loss as the others, however rare (a class never seen gets the cap)."""
+    counts = counts.double()
+    weights = counts.sum() / (len(counts) * counts.clamp(min=1))
+    return weights.clamp(max=max_weight).float()
 
 
 def comparison_grid(real: torch.Tensor, recon: torch.Tensor, scale: int = 2) -> np.ndarray:

@@ -18,13 +18,20 @@ from arcadedreamer.data.dataset import (
     sequence_starts,
     split_episodes,
 )
-from arcadedreamer.data.preprocessing import stack_start_indices
+from arcadedreamer.data.preprocessing import REWARD_SIGNS, stack_start_indices
 from arcadedreamer.errors import UserError
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.dynamics import Dynamics
+from arcadedreamer.models.events import game_over_scores, predicted_events, reward_scores
 from arcadedreamer.models.vae import VAE
 from arcadedreamer.training import loop
-from arcadedreamer.training.common import ComputeLoss, autocast, configure_threads, resolve_device
+from arcadedreamer.training.common import (
+    ComputeLoss,
+    autocast,
+    balanced_class_weights,
+    configure_threads,
+    resolve_device,
+)
 from arcadedreamer.training.distributed import Distributed, init_distributed, shutdown
 
 
@@ -46,18 +53,53 @@ def encode_all(
 def evaluate_dynamics(
     model: Dynamics, sequences: LatentSequences, params: Params, device: torch.device
 ) -> dict:
-    """Open-loop (every step after the context fed its own prediction) and copy-last MSE."""
+    """Open-loop (every step after the context fed its own prediction) and copy-last MSE, and
+    the event heads' scores on the states that open loop visits."""
     model.eval()
     totals, count = {"loss_after_burn_in": 0.0, "loss_copy": 0.0}, 0
-    for latents, actions in sequences.batches(params.training.batch_size):
+    rewards, game_overs = ([], []), ([], [])
+    for latents, actions, reward_classes, game_over_flags in sequences.batches(params.training.batch_size):
         with autocast(device, params.training.precision):
-            losses = model.compute_loss(latents, actions, 1.0, params.dynamics.burn_in)
+            losses = model.compute_loss(
+                latents, actions, reward_classes, game_over_flags, 1.0, params.dynamics.burn_in
+            )
         for key in totals:
             totals[key] += losses[key].item() * len(latents)
         count += len(latents)
+        predicted_rewards, predicted_game_overs = predicted_events(
+            torch.softmax(losses["reward_logits"] - model.events.reward_log_weights, dim=-1),
+            torch.sigmoid(losses["game_over_logits"] - model.events.game_over_log_weight),
+        )
+        rewards[0].append(predicted_rewards.cpu())
+        rewards[1].append(reward_classes.cpu())
+        game_overs[0].append(predicted_game_overs.cpu())
+        game_overs[1].append(game_over_flags.cpu() > 0.5)
     model.train()
     scores = {k: v / count for k, v in totals.items()} if count else {k: float("nan") for k in totals}
-    return {"loss": scores["loss_after_burn_in"], "loss_copy": scores["loss_copy"]}
+    events = {}
+    if count:
+        events = {
+            **reward_scores(torch.cat(rewards[0]), torch.cat(rewards[1])),
+            **game_over_scores(torch.cat(game_overs[0]), torch.cat(game_overs[1])),
+        }
+    return {"loss": scores["loss_after_burn_in"], "loss_copy": scores["loss_copy"], **events}
+
+
+def event_weights(
+    episodes: Episodes, train_mask, max_weight: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class weights of the reward head and the game-over head's positive weight, balanced on
+    the training split's transitions (`balanced_class_weights`)."""
+    transitions = torch.from_numpy(train_mask & ~episodes.episode_ends)
+    reward_counts = torch.bincount(episodes.reward_classes[transitions], minlength=len(REWARD_SIGNS))
+    # a transition ends the game when the frame after it is a game-over frame
+    game_over_next = torch.cat([episodes.game_overs[1:], torch.zeros(1, dtype=torch.bool)])[transitions]
+    game_over_counts = torch.stack([(~game_over_next).sum(), game_over_next.sum()])
+    game_over_classes = balanced_class_weights(game_over_counts, max_weight)
+    return (
+        balanced_class_weights(reward_counts, max_weight).to(device),
+        (game_over_classes[1] / game_over_classes[0]).to(device),
+    )
 
 
 def train_dynamics(
@@ -70,6 +112,10 @@ def train_dynamics(
         return loop.run(stage, params, resume, progress and dist_info.is_main, dist_info, device)
     finally:
         shutdown(dist_info)
+
+
+def _ratio(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2f}"
 
 
 def dynamics_stage(
@@ -87,12 +133,12 @@ def dynamics_stage(
     val_mask = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
     episodes.frames = episodes.frames.to(device)
     latents = encode_all(vae, episodes, params.data.stack_size, device, train_cfg.precision)
-    actions = episodes.actions.to(device)
     stack, seq_len = params.data.stack_size, cfg.seq_len
     train_set = LatentSequences(
-        latents, actions, sequence_starts(episodes, stack, seq_len, ~val_mask), seq_len
+        latents, episodes, sequence_starts(episodes, stack, seq_len, ~val_mask), seq_len
     )
-    val_set = LatentSequences(latents, actions, sequence_starts(episodes, stack, seq_len, val_mask), seq_len)
+    val_set = LatentSequences(latents, episodes, sequence_starts(episodes, stack, seq_len, val_mask), seq_len)
+    reward_weights, game_over_weight = event_weights(episodes, ~val_mask, cfg.max_event_weight, device)
     if len(train_set) == 0:
         raise UserError(
             f"no training sequences of dynamics.seq_len={cfg.seq_len}: collect longer episodes or shorten seq_len"
@@ -101,7 +147,8 @@ def dynamics_stage(
         val_set = train_set
 
     torch.manual_seed(train_cfg.seed)
-    model = Dynamics(params.vae.latent_dim, cfg.num_actions, cfg.hidden_size).to(device)
+    model = ckpt.dynamics_from_arch(ckpt.dynamics_arch(params)).to(device)
+    model.events.set_class_weights(reward_weights, game_over_weight)
     generators = {
         "shuffle": torch.Generator().manual_seed(train_cfg.seed),
         "sampling": torch.Generator().manual_seed(train_cfg.seed + 2 + 1000 * dist_info.rank),
@@ -111,17 +158,22 @@ def dynamics_stage(
         sampling_prob=cfg.scheduled_sampling_prob,
         burn_in=cfg.burn_in,
         generator=generators["sampling"],
+        reward_weights=reward_weights,
+        game_over_weight=game_over_weight,
     )
     dhash = data_hash(episodes)
 
     def validate(train: dict[str, float]) -> dict[str, float]:
         val = evaluate_dynamics(model, val_set, params, device)
         return {
-            "train_loss": train["loss"],
+            "train_loss": train["latent_loss"],
+            "train_reward_loss": train["reward_loss"],
+            "train_game_over_loss": train["game_over_loss"],
             "sampled_fraction": train["sampled_fraction"],
             "val_loss_open_loop": val["loss"],
             "val_loss_copy_last": val["loss_copy"],
             "val_gain_over_copy_last": val["loss_copy"] / max(val["loss"], 1e-12),
+            **{f"val_{k}": v for k, v in val.items() if k.startswith(("reward_", "game_over_"))},
         }
 
     return loop.Stage(
@@ -135,11 +187,13 @@ def dynamics_stage(
         samples=len(train_set),
         unit="seq",
         generators=generators,
-        running=("loss", "sampled_fraction"),
+        running=("latent_loss", "reward_loss", "game_over_loss", "sampled_fraction"),
         validate=validate,
         describe=lambda epoch, m: (
             f"dynamics epoch {epoch}: train {m['train_loss']:.4f}, open-loop val "
-            f"{m['val_loss_open_loop']:.3g} (copy-last {m['val_loss_copy_last']:.3g})"
+            f"{m['val_loss_open_loop']:.3g} (copy-last {m['val_loss_copy_last']:.3g}); rewards: "
+            f"recall {_ratio(m.get('val_reward_recall'))}, precision {_ratio(m.get('val_reward_precision'))}"
+            f" of {m.get('val_reward_events', 0)} in val"
         ),
         checkpoint_entries=lambda: {
             "vae": vae.state_dict(),

@@ -23,6 +23,7 @@ from arcadedreamer.data.emulator import Emulator
 from arcadedreamer.data.policy import VIEWING_HOLD, HeldRandomPolicy
 from arcadedreamer.data.preprocessing import to_uint8
 from arcadedreamer.data.storage import library_versions, save_game_data
+from arcadedreamer.models.controller import Agent
 from arcadedreamer.models.world_model import WorldModel
 
 GAP, HUD = 6, 54  # pixels between panels, and of text below them
@@ -76,13 +77,16 @@ class PlaySession:
         self.recorded["episode_ends"].append(False)
         self.recorded["ram"].append(self.emulator.ram())
 
-    def _latest_latent(self) -> torch.Tensor:
+    def real_stack(self) -> torch.Tensor:
+        """The newest real frames as one stack (1, S, 64, 64) in [0, 1]."""
         history = self.frames[-self.stack_size :]
         history = [history[0]] * (self.stack_size - len(history)) + history  # pad the first frames
-        stack = gather_stacks(
+        return gather_stacks(
             torch.from_numpy(np.stack(history)), torch.tensor([self.stack_size - 1]), self.stack_size
         )
-        return self.model.encode(stack)  # (1, D)
+
+    def _latest_latent(self) -> torch.Tensor:
+        return self.model.encode(self.real_stack())  # (1, D)
 
     def toggle_dream(self) -> None:
         self.dream = not self.dream
@@ -180,8 +184,12 @@ def run_play(
     record: str | Path | None = None,
     seed: int = 0,
     num_threads: int = 1,
+    agent: Agent | None = None,
 ) -> dict:
-    """The play loop. Returns a summary: steps run, why it stopped, files written."""
+    """The play loop. Returns a summary: steps run, why it stopped, files written.
+
+    With `agent` (a trained controller) the agent plays instead of the keys or the random
+    policy; with `dream` the Predicted panel is the world model's dream of its actions."""
     torch.set_num_threads(num_threads)  # batch-1 steps: more threads only add contention (README)
     if headless:
         os.environ["SDL_VIDEODRIVER"] = "dummy"
@@ -194,7 +202,7 @@ def run_play(
     try:
         size = 64 * scale
         screen = pygame.display.set_mode((3 * size + 2 * GAP, size + HUD))
-        pygame.display.set_caption(f"ArcadeDreamer — {game}")
+        pygame.display.set_caption(f"ArcadeDreamer — {game}" + (" — controller playing" if agent else ""))
         font = pygame.font.Font(None, 22)
         session = PlaySession(game, model.eval(), stack_size=stack_size, dream=dream)
         clock, policy = pygame.time.Clock(), HeldRandomPolicy(1, *VIEWING_HOLD, seed)
@@ -209,17 +217,23 @@ def run_play(
                     quit_now = True
                 elif event.type == pygame.KEYDOWN and event.key == pygame.K_r:
                     session.reset()
+                    if agent is not None:
+                        agent.reset()
                 elif event.type == pygame.KEYDOWN and event.key == pygame.K_d:
                     session.toggle_dream()
             if quit_now:
                 reason = "quit"
                 break
-            if headless:  # the seeded random policy, each action held a few frames
+            if agent is not None:
+                action = int(agent.act(session.real_stack())[0])
+            elif headless:  # the seeded random policy, each action held a few frames
                 action = int(policy()[0])
             else:
                 action = keys_to_action(pygame.key.get_pressed())
             if session.step(action):
                 session.reset()
+                if agent is not None:
+                    agent.reset()
             done_steps += 1
             now = time.perf_counter()
             shown_fps = 0.9 * shown_fps + 0.1 / max(now - last, 1e-6)

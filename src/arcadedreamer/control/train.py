@@ -1,0 +1,275 @@
+"""The controller stage: CMA-ES on dream returns only, then the real game decides.
+
+World Models' recipe: a linear controller on [latent, GRU state], its weights searched by
+CMA-ES, every candidate scored by its mean return over the same dream rollouts (common random
+numbers: candidates differ by their weights, not by their luck). The real game is never
+played during training; afterwards the final controller (the search distribution's mean) and
+the random policy each play `eval_episodes` seeded real episodes, and the stage reports both
+returns with 95% confidence intervals, and how much the dream flatters each policy (reward per
+1 000 frames in the dream minus in the real game).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arcadedreamer import tracking
+from arcadedreamer.config import Params
+from arcadedreamer.control.dream_env import DreamBatch, open_dream
+from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play_episodes, random_policy
+from arcadedreamer.errors import UserError
+from arcadedreamer.fileio import atomic_open, atomic_write_json
+from arcadedreamer.models import checkpoints as ckpt
+from arcadedreamer.models.controller import Agent, LinearController, population_logits
+from arcadedreamer.progress import progress_bar
+
+PER_FRAMES = 1000  # reward rates are given per this many frames
+
+
+@torch.no_grad()
+def dream_returns(batch: DreamBatch, weights: torch.Tensor | None, starts: np.ndarray, seed: int = 0) -> dict:
+    """Every row of `batch` dreams from its context start; candidate p (of P = len(weights))
+    drives rows p·R … p·R+R-1. `weights` None: the random policy drives every row.
+
+    Returns per-row returns (B,) and frames lived (B,): a dream ends at game over or the horizon.
+    """
+    size = batch.size
+    batch.reset_to(np.arange(size), starts)
+    returns, frames = np.zeros(size), np.zeros(size, dtype=np.int64)
+    alive = np.ones(size, dtype=bool)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(batch.horizon):
+        if weights is None:
+            actions = torch.randint(len(batch.action_ids), (size,), generator=generator)
+        else:
+            features = batch.features().reshape(len(weights), size // len(weights), -1)
+            actions = population_logits(weights, features).argmax(-1).reshape(-1)
+        rewards, terminated, _ = batch.step(actions)
+        returns += np.where(alive, rewards, 0.0)
+        frames += alive
+        alive &= ~terminated
+        if not alive.any():
+            break
+    return {"returns": returns, "frames": frames}
+
+
+def _rate(returns: np.ndarray, frames: np.ndarray) -> float:
+    return float(returns.sum() / max(frames.sum(), 1) * PER_FRAMES)
+
+
+def train_controller(params: Params, model_path: str | Path | None = None, progress: bool = True) -> dict:
+    import cma
+
+    cfg = params.controller
+    model_path = Path(model_path) if model_path else ckpt.final_checkpoint_path(params, "dynamics")
+    size = cfg.population * cfg.rollouts
+    batch, _ = open_dream(cfg.game, model_path, params, "latent_and_state", cfg.horizon, cfg.contexts, size)
+    world_checkpoint = ckpt.load_checkpoint(model_path, stage="dynamics")
+    controller = LinearController(
+        batch.model.vae.latent_dim, batch.model.dynamics.hidden_size, len(batch.action_ids)
+    )
+    dims = controller.num_parameters
+    options = {
+        "popsize": cfg.population,
+        "seed": cfg.seed + 1,
+        "verbose": -9,
+    }  # cma: seed 0 means "from the clock"
+    search = cma.CMAEvolutionStrategy(np.zeros(dims), cfg.sigma, options)
+    context_rng = np.random.default_rng(cfg.seed)
+    print(
+        f"controller: {dims} weights, CMA-ES {cfg.population} candidates x {cfg.rollouts} dreams of "
+        f"{cfg.horizon} steps ({cfg.contexts} contexts), {cfg.generations} generations"
+    )
+    report_every = max(1, cfg.generations // 20)
+    curve: list[dict[str, float]] = []
+    with tracking.stage_run("controller", params) as run_id:
+        tracking.set_tags({"game": cfg.game, "world_model": str(model_path)})
+        started = time.perf_counter()
+        with progress_bar(cfg.generations, "controller generations", "gen", progress) as bar:
+            for generation in range(1, cfg.generations + 1):
+                candidates = np.asarray(search.ask())
+                starts = np.tile(context_rng.choice(batch.contexts.starts, cfg.rollouts), cfg.population)
+                weights = torch.from_numpy(candidates).float()
+                scores = dream_returns(batch, weights, starts)["returns"].reshape(
+                    cfg.population, cfg.rollouts
+                )
+                means = scores.mean(axis=1)
+                if not np.isfinite(means).all():
+                    raise UserError("controller: a dream return is not finite; retrain the world model")
+                search.tell(list(candidates), list(-means))
+                point = {
+                    "dream_return_mean": float(means.mean()),
+                    "dream_return_best": float(means.max()),
+                    "cma_sigma": float(search.sigma),
+                }
+                curve.append(point)
+                tracking.log_metrics(point, step=generation)
+                bar.update(1)
+                if generation % report_every == 0 or generation == cfg.generations:
+                    print(
+                        f"controller generation {generation}/{cfg.generations}: dream return mean "
+                        f"{point['dream_return_mean']:+.3f}, best {point['dream_return_best']:+.3f}, "
+                        f"sigma {point['cma_sigma']:.3g}",
+                        flush=True,
+                    )
+        train_seconds = time.perf_counter() - started
+        controller.load_flat(torch.from_numpy(np.asarray(search.result.xfavorite)).float())
+        summary = score_controller(params, batch, controller, curve, train_seconds, progress)
+        path = save_controller(params, controller, batch, world_checkpoint, model_path, summary, run_id)
+        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+        tracking.log_artifact(plot_returns(curve, summary, Path(cfg.out_dir) / "returns.png"), "plots")
+        Path(cfg.metrics_file).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cfg.metrics_file, summary)
+        tracking.log_artifact(cfg.metrics_file)
+        if params.tracking.register_models:
+            version = tracking.register_checkpoint(
+                tracking.CONTROLLER_MODEL,
+                path,
+                {
+                    "game": cfg.game,
+                    "real_return_mean": f"{summary['real_return_mean']:.4g}",
+                    "random_return_mean": f"{summary['random_return_mean']:.4g}",
+                    "run_id": run_id,
+                },
+            )
+            summary["registered_version"] = version
+            print(f"registered {tracking.CONTROLLER_MODEL} version {version}")
+    return summary
+
+
+def score_controller(
+    params: Params,
+    batch: DreamBatch,
+    controller: LinearController,
+    curve: list[dict[str, float]],
+    train_seconds: float,
+    progress: bool,
+) -> dict:
+    """The final controller and the random policy, in the dream and in the real game."""
+    cfg = params.controller
+    starts = np.random.default_rng(cfg.seed + 1).choice(batch.contexts.starts, batch.size)
+    flat = torch.nn.utils.parameters_to_vector(controller.parameters()).detach()
+    dream = dream_returns(batch, flat[None].expand(cfg.population, -1).contiguous(), starts)
+    dream_random = dream_returns(batch, None, starts, seed=cfg.seed)
+    agent = Agent(controller, batch.model, tuple(batch.action_ids.tolist()))
+    common = dict(
+        episodes=cfg.eval_episodes,
+        seed=cfg.eval_seed,
+        max_frames=cfg.eval_max_frames,
+        stack_size=params.data.stack_size,
+        frame_size=params.data.frame_size,
+        progress=progress,
+    )
+    started = time.perf_counter()
+    real = play_episodes(cfg.game, agent.act, label="controller in the real game", **common)
+    real_random = play_episodes(
+        cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common
+    )
+    eval_seconds = time.perf_counter() - started
+    real_mean, real_ci = mean_and_ci95(real["returns"])
+    random_mean, random_ci = mean_and_ci95(real_random["returns"])
+    difference, difference_ci = difference_ci95(real["returns"], real_random["returns"])
+    rates = {
+        "dream_reward_rate": _rate(dream["returns"], dream["frames"]),
+        "dream_random_reward_rate": _rate(dream_random["returns"], dream_random["frames"]),
+        "real_reward_rate": _rate(real["returns"], real["frames"]),
+        "random_reward_rate": _rate(real_random["returns"], real_random["frames"]),
+    }
+    summary = {
+        "game": cfg.game,
+        "dream_return_mean": float(dream["returns"].mean()),
+        "dream_random_return_mean": float(dream_random["returns"].mean()),
+        "dream_return_first_generation": curve[0]["dream_return_mean"],
+        "dream_return_last_generation": curve[-1]["dream_return_mean"],
+        "real_return_mean": real_mean,
+        "real_return_ci95": real_ci,
+        "random_return_mean": random_mean,
+        "random_return_ci95": random_ci,
+        "real_minus_random": difference,
+        "real_minus_random_ci95": difference_ci,
+        "beats_random": bool(difference - difference_ci > 0),
+        **rates,
+        # how much the dream flatters a policy: its reward per 1 000 frames dreamt minus played
+        "dream_real_gap": rates["dream_reward_rate"] - rates["real_reward_rate"],
+        "dream_real_gap_random": rates["dream_random_reward_rate"] - rates["random_reward_rate"],
+        "real_frames_mean": float(real["frames"].mean()),
+        "random_frames_mean": float(real_random["frames"].mean()),
+        "real_game_overs": int(real["game_over"].sum()),
+        "random_game_overs": int(real_random["game_over"].sum()),
+        "eval_episodes": cfg.eval_episodes,
+        "eval_max_frames": cfg.eval_max_frames,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "real_returns": real["returns"].tolist(),
+        "random_returns": real_random["returns"].tolist(),
+    }
+    verdict = "beats" if summary["beats_random"] else "does not beat"
+    print(
+        f"controller in the real game: {real_mean:+.2f} ± {real_ci:.2f} vs random {random_mean:+.2f} ± "
+        f"{random_ci:.2f} over {cfg.eval_episodes} episodes (difference {difference:+.2f} ± "
+        f"{difference_ci:.2f}: it {verdict} random); reward per {PER_FRAMES} frames in the dream "
+        f"{rates['dream_reward_rate']:+.2f}, in the real game {rates['real_reward_rate']:+.2f}"
+    )
+    return summary
+
+
+def save_controller(
+    params: Params,
+    controller: LinearController,
+    batch: DreamBatch,
+    world_checkpoint: dict,
+    model_path: Path,
+    summary: dict,
+    run_id: str,
+) -> Path:
+    """A controller checkpoint holds the world model it dreams with: it is a whole agent."""
+    path = Path(params.controller.out_dir) / "controller.pt"
+    ckpt.save_checkpoint(
+        path,
+        {
+            "stage": "controller",
+            "model": controller.state_dict(),
+            "arch": ckpt.controller_arch(controller),
+            "game": params.controller.game,
+            "action_ids": [int(a) for a in batch.action_ids],
+            "world_model": {k: world_checkpoint[k] for k in ckpt.WORLD_MODEL_ENTRIES},
+            "world_model_checkpoint": str(model_path),
+            "metrics": {k: v for k, v in summary.items() if isinstance(v, (int, float))},
+            "mlflow_run_id": run_id,
+        },
+    )
+    return path
+
+
+def plot_returns(curve: list[dict[str, float]], summary: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    generations = range(1, len(curve) + 1)
+    left.plot(generations, [p["dream_return_mean"] for p in curve], label="population mean")
+    left.plot(generations, [p["dream_return_best"] for p in curve], label="best candidate")
+    left.axhline(summary["dream_random_return_mean"], color="gray", linestyle=":", label="random policy")
+    left.set_xlabel("CMA-ES generation")
+    left.set_ylabel("dream return")
+    left.set_title("In the dream")
+    left.legend(fontsize=8)
+    names = ["controller", "random"]
+    means = [summary["real_return_mean"], summary["random_return_mean"]]
+    errors = [summary["real_return_ci95"], summary["random_return_ci95"]]
+    right.bar(names, means, yerr=errors, capsize=6, color=["tab:blue", "tab:gray"])
+    right.set_title(f"Real game ({summary['eval_episodes']} episodes, 95% CI)")
+    right.set_ylabel("return")
+    fig.suptitle(summary["game"].removesuffix("NoFrameskip-v4"))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=90)
+    plt.close(fig)
+    return path

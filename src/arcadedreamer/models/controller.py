@@ -1,0 +1,71 @@
+"""The World Models controller: one linear map from what the world model knows to an action.
+
+Ha & Schmidhuber's controller reads the VAE latent z_t and the RNN state h_t and is trained by
+CMA-ES, which only ever sees returns, so it needs no gradients and few parameters: here
+(latent_dim + hidden_size + 1) × actions, the game's own (minimal) actions, chosen by argmax.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from arcadedreamer.models.world_model import WorldModel
+
+
+class LinearController(nn.Module):
+    """[latent (D), GRU state (H)] → logits over the game's minimal actions (A)."""
+
+    def __init__(self, latent_dim: int, hidden_size: int, num_actions: int):
+        super().__init__()
+        self.linear = nn.Linear(latent_dim + hidden_size, num_actions)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, latents: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """latents (B, D), states (B, H) → action logits (B, A)."""
+        return self.linear(torch.cat([latents, states], dim=-1))
+
+    def load_flat(self, flat: torch.Tensor) -> LinearController:
+        """Set every weight from one vector (CMA-ES's solution): weight rows, then the bias."""
+        torch.nn.utils.vector_to_parameters(flat.to(self.linear.weight.dtype), self.parameters())
+        return self
+
+
+def population_logits(flat_weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Many controllers at once: flat_weights (P, A·F + A) in `load_flat`'s layout, features
+    (P, R, F) for R rollouts each → logits (P, R, A)."""
+    population, _, width = features.shape
+    actions = flat_weights.shape[1] // (width + 1)
+    weight = flat_weights[:, : actions * width].reshape(population, actions, width)
+    bias = flat_weights[:, actions * width :]
+    return torch.einsum("prf,paf->pra", features, weight) + bias[:, None, :]
+
+
+class Agent:
+    """A controller acting in the real game: it feeds the world model's GRU the latent of each
+    real frame stack and the action it took, as in its dream (its own state, apart from any
+    other use of the model)."""
+
+    def __init__(self, controller: LinearController, model: WorldModel, action_ids: tuple[int, ...]):
+        self.controller, self.model = controller.eval(), model.eval()
+        self.action_ids = torch.tensor(action_ids)  # minimal action index → ALE full-action id
+        self.hidden: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.hidden = None
+
+    @torch.no_grad()
+    def act(self, stacks: torch.Tensor) -> torch.Tensor:
+        """stacks (B, 4, 64, 64) in [0, 1], the newest real frames → ALE full-action ids (B,)."""
+        latents = self.model.encode(stacks)
+        states = (
+            self.hidden[-1]
+            if self.hidden is not None
+            else torch.zeros(len(latents), self.model.dynamics.hidden_size)
+        )
+        actions = self.action_ids[self.controller(latents, states).argmax(-1)]
+        _, self.hidden = self.model.step(latents, actions, self.hidden)
+        return actions
