@@ -15,7 +15,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 # (README: results and ablation). `make quickstart-long` trains longer (about 35 min here, estimated from epoch times).
 GAME ?= BreakoutNoFrameskip-v4
 QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S training.batch_size=32 \
-	-S training.lr=0.001 -S training.checkpoint_every=1 -S dream.game=$(GAME)
+	-S training.lr=0.001 -S training.checkpoint_every=1 -S dream.game=$(GAME) -S controller.game=$(GAME)
 QUICKSTART := $(QUICKSTART_COMMON) -S vae.epochs=2 -S dynamics.epochs=3
 QUICKSTART_LONG := $(QUICKSTART_COMMON) -S vae.epochs=8 -S dynamics.epochs=12
 # dvc exp run writes the experiment's values into params.yaml; the quickstart puts yours back

@@ -66,4 +66,6 @@ def dynamics_training_step(batch: int, seq_len: int, compiled: bool = False):
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     latents = torch.randn(batch, seq_len + 1, 64)  # (B, T+1, latent)
     actions = torch.randint(0, 18, (batch, seq_len))  # (B, T)
-    return lambda: train_step(model, net(latents, actions), optimizer, 1.0)
+    reward_classes = torch.ones_like(actions)  # nothing happens: the heads cost the same either way
+    game_overs = torch.zeros(batch, seq_len)
+    return lambda: train_step(model, net(latents, actions, reward_classes, game_overs), optimizer, 1.0)

@@ -131,7 +131,8 @@ def dynamics_run(latents, actions, starts, device, batch: int, steps: int, preci
 
     def gather(chunk):
         index = chunk.to(device)[:, None] + offsets
-        return latents[index], actions[index[:, :-1]]
+        steps = index[:, :-1]  # no rewards or game overs here: the heads cost the same either way
+        return latents[index], actions[steps], torch.ones_like(steps), torch.zeros(steps.shape, device=device)
 
     def batches():
         order = starts[torch.randperm(len(starts), generator=generator)]

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_collect  # noqa: E402
 import bench_compile  # noqa: E402
+import bench_dream  # noqa: E402
 import bench_play  # noqa: E402
 import bench_train  # noqa: E402
 from common import machine  # noqa: E402
@@ -20,6 +21,7 @@ def main() -> None:
     train = bench_train.main()
     compiled = bench_compile.main()
     play = bench_play.main()
+    dream = bench_dream.main([])
     rows = []
     for row in collect_rows:
         game = row["game"].replace("NoFrameskip-v4", "")
@@ -109,6 +111,9 @@ def main() -> None:
     rows.append(
         ("play --headless --steps 1, command to end (s)", f"{play['start_up']:.2f}", "", "", "report")
     )
+    for r in dream:
+        rows.append((f"dream steps/s, {r['batch']} dreams at once, observation {r['observation']}", f"{r['dream']:,.0f}",
+                     f"one real emulator {r['real']:,.0f} frames/s", f"{r['dream'] / r['real']:.2f}x", "report"))  # fmt: skip
     print("\n| what | ours | reference | ratio | target |\n|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -58,6 +58,10 @@ def test_event_scores_against_the_majority_baseline():
     assert scores["reward_precision"] == pytest.approx(2 / 4)
     assert scores["reward_accuracy"] == pytest.approx(0.8)
     assert scores["reward_majority_accuracy"] == pytest.approx(0.7)
+    none = [0.0, 1.0, 0.0]
+    probs = torch.tensor([none] * 5 + [[0, 0.3, 0.7], none, [0.5, 0.5, 0], [0, 0.2, 0.8], [0, 0.9, 0.1]])
+    # the rewarded steps score 0.5, 0.8, 0.1 against six quiet steps at 0 and one at 0.7
+    assert reward_scores(predicted, true, probs)["reward_auc"] == pytest.approx((6 + 7 + 6) / 21)
     game_overs = game_over_scores(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 0, 1]))
     assert game_overs["game_over_accuracy"] == 0.75 and game_overs["game_over_majority_accuracy"] == 0.75
     assert game_overs["game_over_balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
@@ -237,6 +241,14 @@ def test_controller_stage_trains_in_the_dream_scores_in_the_real_game_and_regist
     controller, world_model, checkpoint = ckpt.load_controller(f"{cfg.out_dir}/controller.pt")
     assert checkpoint["game"] == GAME and controller.linear.out_features == len(minimal_action_set(GAME))
     assert "registered arcadedreamer-controller version" in result.stdout
+    import mlflow
+
+    client = mlflow.MlflowClient(trained.params.tracking.uri)
+    run_id = client.get_model_version("arcadedreamer-controller", "1").run_id
+    assert len(client.get_metric_history(run_id, "dream_return_mean")) == cfg.generations
+    logged = client.get_run(run_id).data.metrics
+    assert logged["real_return_mean"] == pytest.approx(summary["real_return_mean"])
+    assert logged["real_minus_random_ci95"] == pytest.approx(summary["real_minus_random_ci95"])
     # the registered version acts in a fresh process, from MLflow alone
     script = (
         "import mlflow, numpy as np\n"

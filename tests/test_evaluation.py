@@ -11,7 +11,8 @@ import torch
 from arcadedreamer import tracking
 from arcadedreamer.config import EvaluationConfig, load_params
 from arcadedreamer.data.collector import collect_game
-from arcadedreamer.data.storage import GameData
+from arcadedreamer.data.preprocessing import stack_start_indices
+from arcadedreamer.data.storage import GameData, load_game_data
 from arcadedreamer.evaluation import metrics
 from arcadedreamer.evaluation.evaluate import (
     cut_windows,
@@ -153,6 +154,16 @@ def test_evaluate_stage_writes_scores_plots_and_promotes(trained):
             "player_error_h10_model",
             "recon_ball_recall",
         } <= set(scores)
+        # the event heads, scored on every held-out transition against the majority baseline
+        data = load_game_data(trained.root / "data/heldout" / game)
+        rows = stack_start_indices(data.episode_ends, trained.params.data.stack_size)
+        rows = rows[~data.episode_ends[rows]]
+        assert scores["reward_events"] == int(np.count_nonzero(data.rewards[rows]))
+        assert scores["reward_majority_accuracy"] == pytest.approx(
+            max(np.bincount(np.sign(data.rewards[rows]).astype(int) + 1)) / len(rows)
+        )
+        assert 0 <= scores["reward_accuracy"] <= 1 and scores["game_over_events"] == 0  # cut, never ended
+        assert scores["game_over_majority_accuracy"] == 1.0
         tsv = (trained.root / f"plots/psnr_{game}.tsv").read_text().splitlines()
         assert tsv[0].split("\t") == ["horizon", "model", "copy_last", "mean_frame", "reconstruction"]
         assert len(tsv) == 1 + 10

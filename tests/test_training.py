@@ -41,13 +41,19 @@ def test_training_writes_checkpoints_and_metrics(trained):
     assert vae_state["epoch"] == 1 and vae_state["config"]["vae"]["latent_dim"] == 64
     assert set(vae_state["mean_frames"]) == set(trained.games)
     dyn_state = ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "dynamics"), stage="dynamics")
-    assert dyn_state["arch"] == {"latent_dim": 64, "num_actions": 18, "hidden_size": 32}
+    assert dyn_state["arch"] == {"latent_dim": 64, "num_actions": 18, "hidden_size": 32, "head_size": 128}
     vae_json = json.loads((trained.root / "metrics/vae.json").read_text())
     assert vae_json["val_psnr"] > 10 and "val_psnr_mean_frame" in vae_json
     assert {f"val_psnr_{g}" for g in trained.games} <= set(vae_json)
     dyn_json = json.loads((trained.root / "metrics/dynamics.json").read_text())
     assert 0.3 < dyn_json["sampled_fraction"] < 0.7  # scheduled_sampling_prob 0.5
     assert dyn_json["val_loss_open_loop"] >= 0
+    assert {
+        "val_reward_recall",
+        "val_reward_precision",
+        "val_game_over_accuracy",
+        "train_reward_loss",
+    } <= set(dyn_json)
 
 
 def test_runs_metrics_images_and_registered_versions_in_mlflow(trained):

@@ -279,6 +279,9 @@ class ControllerConfig(_Section):
     )
     generations: int = Field(40, gt=0, le=100_000)
     sigma: float = Field(0.1, gt=0, le=100, description="CMA-ES initial step size.")
+    action_choice: Literal["sample", "argmax"] = Field(
+        "sample", description="Draw the action from the softmax of the logits, or take their argmax."
+    )
     contexts: Literal["training", "heldout"] = Field(
         "training", description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."
     )

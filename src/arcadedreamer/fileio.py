@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -109,7 +110,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: object) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Strict JSON: a score with nothing to score (NaN, ±inf) is written as null, which every
+    reader (DVC, jq, browsers) parses; Python's default `NaN` is not JSON."""
+    atomic_write_text(
+        path, json.dumps(_finite_or_null(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    )
+
+
+def _finite_or_null(obj):
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 22) -> str:

@@ -43,7 +43,9 @@ class ArcadeDreamerModel(PythonModel):
             from arcadedreamer.models.controller import Agent
 
             controller, world_model, checkpoint = load_controller(context.artifacts["checkpoint"])
-            self.agent = Agent(controller, world_model, tuple(checkpoint["action_ids"]))
+            self.agent = Agent(
+                controller, world_model, tuple(checkpoint["action_ids"]), checkpoint["action_choice"]
+            )
             return
         self.vae = vae_from_checkpoint(checkpoint).eval()
         self.world = world_model_from_checkpoint(checkpoint) if self.stage == "dynamics" else None

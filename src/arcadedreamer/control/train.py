@@ -24,16 +24,19 @@ from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_open, atomic_write_json
 from arcadedreamer.models import checkpoints as ckpt
-from arcadedreamer.models.controller import Agent, LinearController, population_logits
+from arcadedreamer.models.controller import Agent, LinearController, population_logits, sample_actions
 from arcadedreamer.progress import progress_bar
 
 PER_FRAMES = 1000  # reward rates are given per this many frames
 
 
 @torch.no_grad()
-def dream_returns(batch: DreamBatch, weights: torch.Tensor | None, starts: np.ndarray, seed: int = 0) -> dict:
+def dream_returns(
+    batch: DreamBatch, weights: torch.Tensor | None, starts: np.ndarray, seed: int = 0, choice: str = "sample"
+) -> dict:
     """Every row of `batch` dreams from its context start; candidate p (of P = len(weights))
-    drives rows p·R … p·R+R-1. `weights` None: the random policy drives every row.
+    drives rows p·R … p·R+R-1, the R rollouts of every candidate drawing their actions with the
+    same random numbers. `weights` None: the random policy drives every row.
 
     Returns per-row returns (B,) and frames lived (B,): a dream ends at game over or the horizon.
     """
@@ -42,12 +45,19 @@ def dream_returns(batch: DreamBatch, weights: torch.Tensor | None, starts: np.nd
     returns, frames = np.zeros(size), np.zeros(size, dtype=np.int64)
     alive = np.ones(size, dtype=bool)
     generator = torch.Generator().manual_seed(seed)
+    population = 1 if weights is None else len(weights)
     for _ in range(batch.horizon):
+        uniforms = torch.rand(size // population, generator=generator)  # (R,): shared by the candidates
         if weights is None:
-            actions = torch.randint(len(batch.action_ids), (size,), generator=generator)
+            actions = (uniforms * len(batch.action_ids)).long()
         else:
-            features = batch.features().reshape(len(weights), size // len(weights), -1)
-            actions = population_logits(weights, features).argmax(-1).reshape(-1)
+            features = batch.features().reshape(population, size // population, -1)
+            logits = population_logits(weights, features)  # (P, R, A)
+            if choice == "sample":
+                chosen = sample_actions(logits, uniforms.expand(population, -1))
+            else:
+                chosen = logits.argmax(-1)
+            actions = chosen.reshape(-1)
         rewards, terminated, _ = batch.step(actions)
         returns += np.where(alive, rewards, 0.0)
         frames += alive
@@ -94,9 +104,8 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
                 candidates = np.asarray(search.ask())
                 starts = np.tile(context_rng.choice(batch.contexts.starts, cfg.rollouts), cfg.population)
                 weights = torch.from_numpy(candidates).float()
-                scores = dream_returns(batch, weights, starts)["returns"].reshape(
-                    cfg.population, cfg.rollouts
-                )
+                scores = dream_returns(batch, weights, starts, seed=generation, choice=cfg.action_choice)
+                scores = scores["returns"].reshape(cfg.population, cfg.rollouts)
                 means = scores.mean(axis=1)
                 if not np.isfinite(means).all():
                     raise UserError("controller: a dream return is not finite; retrain the world model")
@@ -153,9 +162,9 @@ def score_controller(
     cfg = params.controller
     starts = np.random.default_rng(cfg.seed + 1).choice(batch.contexts.starts, batch.size)
     flat = torch.nn.utils.parameters_to_vector(controller.parameters()).detach()
-    dream = dream_returns(batch, flat[None].expand(cfg.population, -1).contiguous(), starts)
+    dream = dream_returns(batch, flat[None].contiguous(), starts, cfg.seed, cfg.action_choice)
     dream_random = dream_returns(batch, None, starts, seed=cfg.seed)
-    agent = Agent(controller, batch.model, tuple(batch.action_ids.tolist()))
+    agent = Agent(controller, batch.model, tuple(batch.action_ids.tolist()), cfg.action_choice, cfg.seed)
     common = dict(
         episodes=cfg.eval_episodes,
         seed=cfg.eval_seed,
@@ -236,6 +245,7 @@ def save_controller(
             "arch": ckpt.controller_arch(controller),
             "game": params.controller.game,
             "action_ids": [int(a) for a in batch.action_ids],
+            "action_choice": params.controller.action_choice,
             "world_model": {k: world_checkpoint[k] for k in ckpt.WORLD_MODEL_ENTRIES},
             "world_model_checkpoint": str(model_path),
             "metrics": {k: v for k, v in summary.items() if isinstance(v, (int, float))},

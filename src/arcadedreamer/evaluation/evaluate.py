@@ -174,7 +174,7 @@ def event_scores(model: WorldModel, data: GameData, stack_size: int) -> dict[str
     ends = np.asarray(data.episode_ends)
     valid = stack_start_indices(ends, stack_size)
     ids = episode_ids(ends)
-    predicted, truth = ([], []), ([], [])
+    predicted, truth, probabilities = ([], []), ([], []), []
     for episode in np.unique(ids[valid]):
         rows = valid[(ids[valid] == episode) & ~ends[valid]]  # frames an action leaves from
         if len(rows) == 0:
@@ -184,13 +184,15 @@ def event_scores(model: WorldModel, data: GameData, stack_size: int) -> dict[str
             [model.encode(gather_stacks(frames, chunk, stack_size)) for chunk in index.split(512)]
         )
         states = model.dynamics.states(latents[None], actions[index][None])[0]  # (T, H)
-        rewards, game_over_flags = predicted_events(*model.dynamics.events.probabilities(states))
+        reward_probs, game_over_probs = model.dynamics.events.probabilities(states)
+        rewards, game_over_flags = predicted_events(reward_probs, game_over_probs)
         predicted[0].append(rewards)
         predicted[1].append(game_over_flags)
+        probabilities.append(reward_probs)
         truth[0].append(true_rewards[index])
         truth[1].append(true_game_overs[index + 1])
     return {
-        **reward_scores(torch.cat(predicted[0]), torch.cat(truth[0])),
+        **reward_scores(torch.cat(predicted[0]), torch.cat(truth[0]), torch.cat(probabilities)),
         **game_over_scores(torch.cat(predicted[1]), torch.cat(truth[1])),
     }
 

@@ -108,7 +108,8 @@ def format_headline(result: dict) -> str:
             )
         if "reward_events" in scores:
             lines.append(
-                f"{game}: reward head recall {_ratio(scores['reward_recall'])}, precision "
+                f"{game}: reward head AUC {_ratio(scores.get('reward_auc'))}, recall "
+                f"{_ratio(scores['reward_recall'])}, precision "
                 f"{_ratio(scores['reward_precision'])} on {scores['reward_events']} rewarded steps "
                 f"(accuracy {_ratio3(scores['reward_accuracy'])}, always-none "
                 f"{_ratio3(scores['reward_majority_accuracy'])}); game-over head accuracy "
@@ -129,7 +130,7 @@ def run_evaluate(params: Params, checkpoint_path: str | Path) -> dict:
     metrics_file = Path(cfg.metrics_file)
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     report = {"summary": result["summary"], "games": result["games"], "settings": result["settings"]}
-    atomic_write_json(metrics_file, _json_safe(report))
+    atomic_write_json(metrics_file, report)
     written = write_plots(result, Path(cfg.plots_dir))
     print(format_headline(result))
 
@@ -177,13 +178,3 @@ def promote(params: Params, checkpoint: dict, summary: dict) -> dict:
     else:
         print(f"promotion: @champion stays version {champion['version']} ({key}: {reason})")
     return {"promoted": promoted, "reason": reason, "version": version}
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -210,6 +210,8 @@ def controller_problem(checkpoint: dict) -> str | None:
         or not all(type(a) is int and 0 <= a < 18 for a in actions)
     ):
         return "'action_ids' must list one ALE action id (0-17) per controller action"
+    if checkpoint.get("action_choice") not in ("sample", "argmax"):
+        return "'action_choice' must be sample or argmax"
     world = checkpoint.get("world_model")
     if not isinstance(world, dict) or world.get("stage") != "dynamics" or "model" not in world:
         return "'world_model' is missing or not a dynamics checkpoint"

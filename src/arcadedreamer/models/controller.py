@@ -2,7 +2,10 @@
 
 Ha & Schmidhuber's controller reads the VAE latent z_t and the RNN state h_t and is trained by
 CMA-ES, which only ever sees returns, so it needs no gradients and few parameters: here
-(latent_dim + hidden_size + 1) × actions, the game's own (minimal) actions, chosen by argmax.
+(latent_dim + hidden_size + 1) × actions, the game's own (minimal) actions. Ha & Schmidhuber's
+actions were continuous (tanh); for Atari's discrete ones the controller's logits are sampled
+(`controller.action_choice: sample`), so the search starts from the random policy and leaves it
+only where the dream pays for it, or their argmax is taken.
 """
 
 from __future__ import annotations
@@ -34,6 +37,20 @@ class LinearController(nn.Module):
         return self
 
 
+def sample_actions(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Draw from softmax(logits (…, A)) by inverting its CDF at `uniforms` (…) in [0, 1).
+
+    Why not torch.multinomial: here the caller chooses the random numbers, so CMA-ES candidates
+    can share them (common random numbers: candidates differ by their weights, not their luck).
+    """
+    cumulative = torch.softmax(logits.float(), dim=-1).cumsum(-1)
+    return (
+        torch.searchsorted(cumulative, uniforms[..., None].float().contiguous())
+        .squeeze(-1)
+        .clamp(max=logits.shape[-1] - 1)
+    )
+
+
 def population_logits(flat_weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """Many controllers at once: flat_weights (P, A·F + A) in `load_flat`'s layout, features
     (P, R, F) for R rollouts each → logits (P, R, A)."""
@@ -47,11 +64,20 @@ def population_logits(flat_weights: torch.Tensor, features: torch.Tensor) -> tor
 class Agent:
     """A controller acting in the real game: it feeds the world model's GRU the latent of each
     real frame stack and the action it took, as in its dream (its own state, apart from any
-    other use of the model)."""
+    other use of the model). It chooses as it was trained to: the argmax, or a draw from the
+    softmax of its logits (seeded)."""
 
-    def __init__(self, controller: LinearController, model: WorldModel, action_ids: tuple[int, ...]):
+    def __init__(
+        self,
+        controller: LinearController,
+        model: WorldModel,
+        action_ids: tuple[int, ...],
+        choice: str = "sample",
+        seed: int = 0,
+    ):
         self.controller, self.model = controller.eval(), model.eval()
         self.action_ids = torch.tensor(action_ids)  # minimal action index → ALE full-action id
+        self.choice, self.generator = choice, torch.Generator().manual_seed(seed)
         self.hidden: torch.Tensor | None = None
 
     def reset(self) -> None:
@@ -66,6 +92,11 @@ class Agent:
             if self.hidden is not None
             else torch.zeros(len(latents), self.model.dynamics.hidden_size)
         )
-        actions = self.action_ids[self.controller(latents, states).argmax(-1)]
+        logits = self.controller(latents, states)
+        if self.choice == "sample":
+            chosen = sample_actions(logits, torch.rand(len(logits), generator=self.generator))
+        else:
+            chosen = logits.argmax(-1)
+        actions = self.action_ids[chosen]
         _, self.hidden = self.model.step(latents, actions, self.hidden)
         return actions

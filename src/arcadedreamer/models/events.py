@@ -31,9 +31,31 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
 
 
-def reward_scores(predicted: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random
+    negative (ties count half); 0.5 for any constant score, NaN without both classes."""
+    scores, labels = scores.reshape(-1).double(), labels.reshape(-1).bool()
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if not positives or not negatives:
+        return math.nan
+    ranks = torch.empty_like(scores)
+    order = scores.argsort()
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=scores.dtype)
+    for value in scores.unique():  # average the ranks of tied scores
+        tied = scores == value
+        if int(tied.sum()) > 1:
+            ranks[tied] = ranks[tied].mean()
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def reward_scores(
+    predicted: torch.Tensor, true: torch.Tensor, reward_probs: torch.Tensor | None = None
+) -> dict[str, float]:
     """Reward-sign classes → precision and recall of the rewarded steps (a hit needs the right
-    sign), accuracy, and the accuracy of always predicting the majority class."""
+    sign), accuracy, and the accuracy of always predicting the majority class; with the
+    probabilities (…, 3), the AUC of P(some reward) for telling rewarded steps apart."""
+    if reward_probs is not None:
+        auc = roc_auc(1 - reward_probs[..., NO_REWARD], true != NO_REWARD)
     predicted, true = predicted.reshape(-1), true.reshape(-1)
     hits = int(((predicted == true) & (true != NO_REWARD)).sum())
     counts = torch.bincount(true, minlength=3)
@@ -43,6 +65,7 @@ def reward_scores(predicted: torch.Tensor, true: torch.Tensor) -> dict[str, floa
         "reward_recall": _ratio(hits, int((true != NO_REWARD).sum())),
         "reward_accuracy": _ratio(int((predicted == true).sum()), len(true)),
         "reward_majority_accuracy": _ratio(int(counts.max()), len(true)),
+        **({"reward_auc": auc} if reward_probs is not None else {}),
     }
 
 
