@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import gymnasium
 import numpy as np
@@ -131,10 +132,6 @@ def dream_kwargs(trained, **extra) -> dict:
     return {"model": str(model), "params": str(trained.params_path), **extra}
 
 
-@pytest.mark.filterwarnings("error")  # the checker warns rather than fails: every warning fails here
-@pytest.mark.filterwarnings(
-    "ignore:.*Box observation space (minimum|maximum) value is:UserWarning"
-)  # latents are unbounded
 @pytest.mark.parametrize("observation", ["frame", "latent", "latent_and_state"])
 def test_dream_env_passes_gymnasiums_env_checker(trained, observation):
     env = gymnasium.make(
@@ -142,7 +139,11 @@ def test_dream_env_passes_gymnasiums_env_checker(trained, observation):
         render_mode="rgb_array",
         **dream_kwargs(trained, observation=observation),
     )
-    check_env(env.unwrapped)
+    with warnings.catch_warnings(record=True) as caught:  # the checker warns where it could fail
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    unbounded = "Box observation space m"  # latents have no bounds: the only warning allowed
+    assert all(unbounded in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert env.action_space.n == len(minimal_action_set(GAME))
     observation_, _ = env.reset(seed=3)
     assert env.observation_space.contains(observation_)
@@ -245,7 +246,7 @@ def test_controller_stage_trains_in_the_dream_scores_in_the_real_game_and_regist
 
     client = mlflow.MlflowClient(trained.params.tracking.uri)
     run_id = client.get_model_version("arcadedreamer-controller", "1").run_id
-    assert len(client.get_metric_history(run_id, "dream_return_mean")) == cfg.generations
+    assert len(client.get_metric_history(run_id, "population_dream_return")) == cfg.generations
     logged = client.get_run(run_id).data.metrics
     assert logged["real_return_mean"] == pytest.approx(summary["real_return_mean"])
     assert logged["real_minus_random_ci95"] == pytest.approx(summary["real_minus_random_ci95"])

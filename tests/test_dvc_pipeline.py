@@ -110,7 +110,7 @@ def test_repro_runs_every_stage_and_produces_every_output(project):
         assert (project / path).exists(), path
     metrics = sh("dvc", "metrics", "show", "--json", cwd=project).stdout
     assert "psnr_h1_gain" in metrics and "val_psnr" in metrics and "real_minus_random_ci95" in metrics
-    assert "reward_precision" in metrics and "game_over_majority_accuracy" in metrics
+    assert "reward_events" in metrics and "game_over_majority_accuracy" in metrics
     plots = sh("dvc", "plots", "show", "--json", cwd=project).stdout
     assert "psnr_BreakoutNoFrameskip-v4.tsv" in plots and "dream_BreakoutNoFrameskip-v4.gif" in plots
     # a log a user reads top to bottom: one line per epoch, none of the libraries' chatter

@@ -111,8 +111,8 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
                     raise UserError("controller: a dream return is not finite; retrain the world model")
                 search.tell(list(candidates), list(-means))
                 point = {
-                    "dream_return_mean": float(means.mean()),
-                    "dream_return_best": float(means.max()),
+                    "population_dream_return": float(means.mean()),
+                    "best_candidate_dream_return": float(means.max()),
                     "cma_sigma": float(search.sigma),
                 }
                 curve.append(point)
@@ -121,7 +121,8 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
                 if generation % report_every == 0 or generation == cfg.generations:
                     print(
                         f"controller generation {generation}/{cfg.generations}: dream return mean "
-                        f"{point['dream_return_mean']:+.3f}, best {point['dream_return_best']:+.3f}, "
+                        f"{point['population_dream_return']:+.3f}, best "
+                        f"{point['best_candidate_dream_return']:+.3f}, "
                         f"sigma {point['cma_sigma']:.3g}",
                         flush=True,
                     )
@@ -192,8 +193,8 @@ def score_controller(
         "game": cfg.game,
         "dream_return_mean": float(dream["returns"].mean()),
         "dream_random_return_mean": float(dream_random["returns"].mean()),
-        "dream_return_first_generation": curve[0]["dream_return_mean"],
-        "dream_return_last_generation": curve[-1]["dream_return_mean"],
+        "dream_return_first_generation": curve[0]["population_dream_return"],
+        "dream_return_last_generation": curve[-1]["population_dream_return"],
         "real_return_mean": real_mean,
         "real_return_ci95": real_ci,
         "random_return_mean": random_mean,
@@ -263,8 +264,8 @@ def plot_returns(curve: list[dict[str, float]], summary: dict, path: Path) -> Pa
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     generations = range(1, len(curve) + 1)
-    left.plot(generations, [p["dream_return_mean"] for p in curve], label="population mean")
-    left.plot(generations, [p["dream_return_best"] for p in curve], label="best candidate")
+    left.plot(generations, [p["population_dream_return"] for p in curve], label="population mean")
+    left.plot(generations, [p["best_candidate_dream_return"] for p in curve], label="best candidate")
     left.axhline(summary["dream_random_return_mean"], color="gray", linestyle=":", label="random policy")
     left.set_xlabel("CMA-ES generation")
     left.set_ylabel("dream return")
