@@ -106,6 +106,11 @@ def test_a_population_of_controllers_acts_like_each_controller_alone():
         assert torch.allclose(together[p], alone, atol=1e-5)
     copy = LinearController(5, 7, 3).load_flat(flat[2])
     assert torch.equal(copy.linear.weight, controllers[2].linear.weight)
+    latent_only = LinearController(5, 0, 3)  # World Models' "V only": the GRU state is not read
+    assert latent_only.num_parameters == 6 * 3
+    assert torch.equal(
+        latent_only(features[0, :, :5], features[0, :, 5:]), latent_only(features[0, :, :5], None)
+    )
 
 
 def test_confidence_intervals_match_scipys_t_tests():

@@ -279,6 +279,9 @@ class ControllerConfig(_Section):
     )
     generations: int = Field(40, gt=0, le=100_000)
     sigma: float = Field(0.1, gt=0, le=100, description="CMA-ES initial step size.")
+    features: Literal["latent_and_state", "latent"] = Field(
+        "latent_and_state", description="What the controller reads: [latent, GRU state], or the latent alone."
+    )
     action_choice: Literal["sample", "argmax"] = Field(
         "sample", description="Draw the action from the softmax of the logits, or take their argmax."
     )

@@ -51,7 +51,8 @@ def dream_returns(
         if weights is None:
             actions = (uniforms * len(batch.action_ids)).long()
         else:
-            features = batch.features().reshape(population, size // population, -1)
+            width = weights.shape[1] // len(batch.action_ids) - 1  # the controller's inputs
+            features = batch.features()[:, :width].reshape(population, size // population, width)
             logits = population_logits(weights, features)  # (P, R, A)
             if choice == "sample":
                 chosen = sample_actions(logits, uniforms.expand(population, -1))
@@ -79,9 +80,8 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
     size = cfg.population * cfg.rollouts
     batch, _ = open_dream(cfg.game, model_path, params, "latent_and_state", cfg.horizon, cfg.contexts, size)
     world_checkpoint = ckpt.load_checkpoint(model_path, stage="dynamics")
-    controller = LinearController(
-        batch.model.vae.latent_dim, batch.model.dynamics.hidden_size, len(batch.action_ids)
-    )
+    state_size = batch.model.dynamics.hidden_size if cfg.features == "latent_and_state" else 0
+    controller = LinearController(batch.model.vae.latent_dim, state_size, len(batch.action_ids))
     dims = controller.num_parameters
     options = {
         "popsize": cfg.population,
@@ -91,7 +91,7 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
     search = cma.CMAEvolutionStrategy(np.zeros(dims), cfg.sigma, options)
     context_rng = np.random.default_rng(cfg.seed)
     print(
-        f"controller: {dims} weights, CMA-ES {cfg.population} candidates x {cfg.rollouts} dreams of "
+        f"controller: {dims} weights on the {cfg.features.replace('_', ' ')}, CMA-ES {cfg.population} candidates x {cfg.rollouts} dreams of "
         f"{cfg.horizon} steps ({cfg.contexts} contexts), {cfg.generations} generations"
     )
     report_every = max(1, cfg.generations // 20)

@@ -220,9 +220,12 @@ def controller_problem(checkpoint: dict) -> str | None:
     problem = schema_problem(world)
     if problem:
         return f"world_model: {problem}"
-    expected = world["arch"]["latent_dim"] + world["arch"]["hidden_size"]
-    if arch["features"] != expected:
-        return f"the controller reads {arch['features']} features, its world model gives {expected}"
+    latent, state = world["arch"]["latent_dim"], world["arch"]["hidden_size"]
+    if arch["features"] not in (latent, latent + state):
+        return (
+            f"the controller reads {arch['features']} features, its world model gives "
+            f"{latent} (latent) or {latent + state} (latent and state)"
+        )
     return None
 
 
@@ -235,9 +238,8 @@ def load_controller(path: str | Path) -> tuple[LinearController, WorldModel, dic
     checkpoint = load_checkpoint(path, stage="controller")
     world_model = world_model_from_checkpoint(checkpoint["world_model"])
     arch = checkpoint["arch"]
-    controller = LinearController(
-        world_model.vae.latent_dim, world_model.dynamics.hidden_size, arch["num_actions"]
-    )
+    latent_dim = world_model.vae.latent_dim
+    controller = LinearController(latent_dim, arch["features"] - latent_dim, arch["num_actions"])
     controller.load_state_dict(checkpoint["model"])
     return controller.eval(), world_model, checkpoint
 

@@ -17,11 +17,13 @@ from arcadedreamer.models.world_model import WorldModel
 
 
 class LinearController(nn.Module):
-    """[latent (D), GRU state (H)] → logits over the game's minimal actions (A)."""
+    """[latent (D), GRU state (H)] → logits over the game's minimal actions (A); with
+    state_size 0 it reads the latent alone (World Models' "V only" controller)."""
 
-    def __init__(self, latent_dim: int, hidden_size: int, num_actions: int):
+    def __init__(self, latent_dim: int, state_size: int, num_actions: int):
         super().__init__()
-        self.linear = nn.Linear(latent_dim + hidden_size, num_actions)
+        self.latent_dim, self.state_size = latent_dim, state_size
+        self.linear = nn.Linear(latent_dim + state_size, num_actions)
 
     @property
     def num_parameters(self) -> int:
@@ -29,7 +31,7 @@ class LinearController(nn.Module):
 
     def forward(self, latents: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """latents (B, D), states (B, H) → action logits (B, A)."""
-        return self.linear(torch.cat([latents, states], dim=-1))
+        return self.linear(torch.cat([latents, states], dim=-1) if self.state_size else latents)
 
     def load_flat(self, flat: torch.Tensor) -> LinearController:
         """Set every weight from one vector (CMA-ES's solution): weight rows, then the bias."""
