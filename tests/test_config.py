@@ -56,6 +56,18 @@ def test_project_params_file_has_the_original_defaults():
             "params.yaml: training.device: Input should be 'auto', 'cpu' or 'cuda'",
         ),
         ({"heldout": {"seed": 3}}, "heldout.seed range overlaps the seeds data.seed gives training"),
+        (
+            {"controller": {"population": 4096, "rollouts": 4096}},
+            "params.yaml: controller: population × rollouts must stay within 65536 dreams",
+        ),
+        (
+            {"controller": {"features": "pixels"}},
+            "controller.features: Input should be 'latent_and_state' or 'latent'",
+        ),
+        (
+            {"dynamics": {"max_event_weight": 0.5}},
+            "dynamics.max_event_weight: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_values_name_the_dotted_key(raw, expected):

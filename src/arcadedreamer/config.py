@@ -39,6 +39,7 @@ MAX_WIDTH = 8192  # latent and hidden sizes
 MAX_BATCH = 65_536
 MAX_STEPS = 100_000  # horizons, sequence lengths, dream steps, warm-up steps per thousand
 MAX_PATH = 4096
+MAX_DREAMS = 65_536  # dreams stepped in one batch by the controller stage: ~100 MB of GRU state
 MAX_DREAM_STEPS = 10_000  # imagined steps (and --actions): a 10 000-frame GIF is already 6 minutes
 
 
@@ -271,13 +272,13 @@ class ControllerConfig(_Section):
 
     game: str = "PongNoFrameskip-v4"
     horizon: int = Field(
-        100, gt=0, le=MAX_DREAM_STEPS, description="Dream steps per rollout (then truncated)."
+        50, gt=0, le=MAX_DREAM_STEPS, description="Dream steps per rollout (then truncated)."
     )
-    population: int = Field(16, ge=2, le=4096, description="CMA-ES candidates per generation.")
+    population: int = Field(32, ge=2, le=4096, description="CMA-ES candidates per generation.")
     rollouts: int = Field(
-        16, gt=0, le=4096, description="Dream rollouts per candidate, the same contexts for all."
+        64, gt=0, le=4096, description="Dream rollouts per candidate, the same contexts for all."
     )
-    generations: int = Field(40, gt=0, le=100_000)
+    generations: int = Field(150, gt=0, le=100_000)
     sigma: float = Field(0.1, gt=0, le=100, description="CMA-ES initial step size.")
     features: Literal["latent_and_state", "latent"] = Field(
         "latent_and_state", description="What the controller reads: [latent, GRU state], or the latent alone."
@@ -303,6 +304,14 @@ class ControllerConfig(_Section):
     @classmethod
     def _game_known(cls, game: str) -> str:
         return check_game_id(game)
+
+    @model_validator(mode="after")
+    def _dreams_fit(self) -> ControllerConfig:
+        if self.population * self.rollouts > MAX_DREAMS:
+            raise ValueError(f"population × rollouts must stay within {MAX_DREAMS} dreams stepped at once")
+        if self.eval_seed + self.eval_episodes - 1 > MAX_SEED:
+            raise ValueError(f"eval_seed + eval_episodes must stay within {MAX_SEED}")
+        return self
 
 
 class PlayConfig(_Section):

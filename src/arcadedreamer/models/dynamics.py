@@ -38,10 +38,15 @@ class EventHeads(nn.Module):
 
     def probabilities(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """states (…, H) → calibrated reward-sign probabilities (…, 3), game-over probability (…)."""
-        reward_logits, game_over_logits = self(states)
+        return self.calibrated(*self(states))
+
+    def calibrated(
+        self, reward_logits: torch.Tensor, game_over_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads' logits (…, 3), (…) with the class weights taken back out → probabilities."""
         return (
-            torch.softmax(reward_logits - self.reward_log_weights, dim=-1),
-            torch.sigmoid(game_over_logits - self.game_over_log_weight),
+            torch.softmax(reward_logits.float() - self.reward_log_weights, dim=-1),
+            torch.sigmoid(game_over_logits.float() - self.game_over_log_weight),
         )
 
 

@@ -38,13 +38,9 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     positives, negatives = int(labels.sum()), int((~labels).sum())
     if not positives or not negatives:
         return math.nan
-    ranks = torch.empty_like(scores)
-    order = scores.argsort()
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=scores.dtype)
-    for value in scores.unique():  # average the ranks of tied scores
-        tied = scores == value
-        if int(tied.sum()) > 1:
-            ranks[tied] = ranks[tied].mean()
+    values, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()
+    ranks = ((last - counts + 1 + last) / 2)[inverse]  # 1-based ranks, tied scores share their mean
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 

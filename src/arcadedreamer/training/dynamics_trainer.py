@@ -57,7 +57,7 @@ def evaluate_dynamics(
     the event heads' scores on the states that open loop visits."""
     model.eval()
     totals, count = {"loss_after_burn_in": 0.0, "loss_copy": 0.0}, 0
-    rewards, game_overs = ([], []), ([], [])
+    rewards, game_overs, probabilities = ([], []), ([], []), []
     for latents, actions, reward_classes, game_over_flags in sequences.batches(params.training.batch_size):
         with autocast(device, params.training.precision):
             losses = model.compute_loss(
@@ -66,10 +66,11 @@ def evaluate_dynamics(
         for key in totals:
             totals[key] += losses[key].item() * len(latents)
         count += len(latents)
-        predicted_rewards, predicted_game_overs = predicted_events(
-            torch.softmax(losses["reward_logits"] - model.events.reward_log_weights, dim=-1),
-            torch.sigmoid(losses["game_over_logits"] - model.events.game_over_log_weight),
+        reward_probs, game_over_probs = model.events.calibrated(
+            losses["reward_logits"], losses["game_over_logits"]
         )
+        predicted_rewards, predicted_game_overs = predicted_events(reward_probs, game_over_probs)
+        probabilities.append(reward_probs.cpu())
         rewards[0].append(predicted_rewards.cpu())
         rewards[1].append(reward_classes.cpu())
         game_overs[0].append(predicted_game_overs.cpu())
@@ -79,7 +80,7 @@ def evaluate_dynamics(
     events = {}
     if count:
         events = {
-            **reward_scores(torch.cat(rewards[0]), torch.cat(rewards[1])),
+            **reward_scores(torch.cat(rewards[0]), torch.cat(rewards[1]), torch.cat(probabilities)),
             **game_over_scores(torch.cat(game_overs[0]), torch.cat(game_overs[1])),
         }
     return {"loss": scores["loss_after_burn_in"], "loss_copy": scores["loss_copy"], **events}
