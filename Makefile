@@ -16,7 +16,9 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 GAME ?= BreakoutNoFrameskip-v4
 QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S training.batch_size=32 \
 	-S training.lr=0.001 -S training.checkpoint_every=1 -S dream.game=$(GAME) -S controller.game=$(GAME)
-QUICKSTART := $(QUICKSTART_COMMON) -S vae.epochs=2 -S dynamics.epochs=3
+# DYNAMICS_EPOCHS=12: the dream in which the controller beats random on Pong (README)
+DYNAMICS_EPOCHS ?= 3
+QUICKSTART := $(QUICKSTART_COMMON) -S vae.epochs=2 -S dynamics.epochs=$(DYNAMICS_EPOCHS)
 QUICKSTART_LONG := $(QUICKSTART_COMMON) -S vae.epochs=8 -S dynamics.epochs=12
 # dvc exp run writes the experiment's values into params.yaml; the quickstart puts yours back
 KEEP_PARAMS = cp params.yaml .params.yaml.before-quickstart && trap 'mv -f .params.yaml.before-quickstart params.yaml' EXIT
@@ -24,7 +26,7 @@ KEEP_PARAMS = cp params.yaml .params.yaml.before-quickstart && trap 'mv -f .para
 # restore; that is expected, so those lines are dropped (everything else, errors included, passes)
 QUIET_DVC = 2> >(grep -v --line-buffered "No file hash info found for" >&2)
 
-.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui server postgres sweep serve dream play bench gpu-check test lint clean audit
+.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -59,7 +61,7 @@ repro: data mlflow.db ## Run the whole pipeline with params.yaml (dvc repro)
 	@$(BIN)/python -c "from arcadedreamer.config import load_params as l; p = l(); print(f'dvc repro with params.yaml: {len(p.data.games)} game(s) x {p.data.frames_per_game} frames, {p.vae.epochs} VAE + {p.dynamics.epochs} dynamics epochs, batch {p.training.batch_size}, device {p.training.device}')"
 	ARCADEDREAMER_PIPELINE_ID=$$(date +%Y%m%d-%H%M%S) dvc repro
 
-quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CPU setting (dvc exp run, ~10 min; GAME=…)
+quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CPU setting (dvc exp run, ~15 min; GAME=…)
 	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
@@ -85,6 +87,7 @@ ablation: data mlflow.db ## Which VAE setting keeps the ball: six quickstart exp
 quickstart-summary:
 	@arcadedreamer scores
 	@echo "Dream: outputs/dream_$(GAME).gif   Scores: metrics/eval.json, plots/eval_curves.png"
+	@echo "Controller: metrics/controller.json, checkpoints/controller/returns.png   Watch it: make agent GAME=$(GAME)"
 	@echo "params.yaml is as it was (the quickstart's values live in the experiment: dvc exp show)"
 	@echo "Compare experiments: dvc exp show   MLflow UI: make ui"
 
@@ -114,6 +117,9 @@ sweep: data mlflow.db ## Queue the quickstart over GRID as DVC experiments, run 
 serve: install mlflow.db ## Serve the champion world model over HTTP on 127.0.0.1:5001 (mlflow models serve)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} mlflow models serve \
 		-m models:/arcadedreamer-dynamics@$${ALIAS:-champion} --env-manager local --host 127.0.0.1 --port 5001
+
+agent: install ## Watch the trained controller play the real game beside its own dream (GAME=…)
+	arcadedreamer play --game $(GAME) --agent checkpoints/controller/controller.pt --dream
 
 dream: install ## Dream Breakout from the registry's champion: make dream ACTIONS="1,1,1,2,2,3,3"
 	arcadedreamer dream --game $${GAME:-BreakoutNoFrameskip-v4} $${ACTIONS:+--actions "$$ACTIONS"}

@@ -291,7 +291,7 @@ class ControllerConfig(_Section):
     )
     eval_episodes: int = Field(30, ge=2, le=10_000, description="Seeded real episodes per policy.")
     eval_max_frames: int = Field(
-        4000, gt=0, le=MAX_FRAMES, description="A real episode is cut (truncated) after this many frames."
+        20_000, gt=0, le=MAX_FRAMES, description="A real episode is cut (truncated) after this many frames."
     )
     eval_seed: int = Field(
         2_000_000, ge=0, le=MAX_SEED, description="Real episode i is reset with eval_seed + i."
