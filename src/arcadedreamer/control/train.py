@@ -183,6 +183,7 @@ def score_controller(
     real_mean, real_ci = mean_and_ci95(real["returns"])
     random_mean, random_ci = mean_and_ci95(real_random["returns"])
     difference, difference_ci = difference_ci95(real["returns"], real_random["returns"])
+    longer, longer_ci = difference_ci95(real["frames"], real_random["frames"])  # frames a game lasts
     rates = {
         "dream_reward_rate": _rate(dream["returns"], dream["frames"]),
         "dream_random_reward_rate": _rate(dream_random["returns"], dream_random["frames"]),
@@ -208,6 +209,8 @@ def score_controller(
         "dream_real_gap_random": rates["dream_random_reward_rate"] - rates["random_reward_rate"],
         "real_frames_mean": float(real["frames"].mean()),
         "random_frames_mean": float(real_random["frames"].mean()),
+        "real_minus_random_frames": longer,
+        "real_minus_random_frames_ci95": longer_ci,
         "real_game_overs": int(real["game_over"].sum()),
         "random_game_overs": int(real_random["game_over"].sum()),
         "eval_episodes": cfg.eval_episodes,
@@ -222,7 +225,8 @@ def score_controller(
         f"controller in the real game: {real_mean:+.2f} ± {real_ci:.2f} vs random {random_mean:+.2f} ± "
         f"{random_ci:.2f} over {cfg.eval_episodes} episodes (difference {difference:+.2f} ± "
         f"{difference_ci:.2f}: it {verdict} random); reward per {PER_FRAMES} frames in the dream "
-        f"{rates['dream_reward_rate']:+.2f}, in the real game {rates['real_reward_rate']:+.2f}"
+        f"{rates['dream_reward_rate']:+.2f}, in the real game {rates['real_reward_rate']:+.2f}; its episodes "
+        f"last {longer:+.0f} ± {longer_ci:.0f} frames against random's {real_random['frames'].mean():.0f}"
     )
     return summary
 
