@@ -78,7 +78,7 @@ ABLATION = "-S vae.loss=sse -S vae.input_norm=false -S vae.surprise_weight=0" \
 	"-S vae.loss=bce -S vae.input_norm=true -S vae.surprise_weight=0.5"
 ABLATION_COLUMNS = 'Experiment|vae\.(loss|input_norm|surprise_weight)|summary\.(recon_ball_recall|ball_recall_h(1|10|50)_model|false_ball_rate_h10_model|psnr_h10_gain|recon_psnr)$$'
 
-ablation: data mlflow.db ## Which VAE setting keeps the ball: six quickstart experiments (~1 h), then their table
+ablation: data mlflow.db ## Which VAE setting keeps the ball: six quickstart experiments (~1.5 h with their controllers), then their table
 	@$(KEEP_PARAMS); for setting in $(ABLATION); do \
 		ARCADEDREAMER_PIPELINE_ID=ablation-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $$setting $(QUIET_DVC) || exit 1; \
 	done
