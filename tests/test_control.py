@@ -11,6 +11,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+import yaml
 from gymnasium.utils.env_checker import check_env
 
 import arcadedreamer.control  # noqa: F401 - registers ArcadeDreamer/<Game>-Dream-v0
@@ -24,7 +25,7 @@ from arcadedreamer.models.controller import LinearController, population_logits
 from arcadedreamer.models.dynamics import EventHeads
 from arcadedreamer.models.events import expected_rewards, game_over_scores, reward_scores
 from arcadedreamer.training.common import balanced_class_weights
-from conftest import run_cli
+from conftest import run_cli, write_params
 
 GAME = "BreakoutNoFrameskip-v4"
 
@@ -276,3 +277,23 @@ def test_controller_stage_trains_in_the_dream_scores_in_the_real_game_and_regist
                     "--headless", "--steps", "2", "--params", str(trained.params_path))  # fmt: skip
     assert wrong.returncode != 0 and f"this controller plays {GAME}" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_controller_stage_refuses_bad_input_before_any_work(trained, tmp_path):
+    missing = run_cli(
+        "controller", "--params", str(trained.params_path), "--model", str(tmp_path / "none.pt")
+    )
+    assert missing.returncode == 2 and "no world model" in missing.stderr
+    raw = yaml.safe_load(trained.params_path.read_text())
+    raw["controller"]["game"] = "SpaceInvadersNoFrameskip-v4"
+    other = write_params(tmp_path / "other", raw)
+    untrained = run_cli("controller", "--params", str(other))
+    assert untrained.returncode == 2 and "not SpaceInvadersNoFrameskip-v4" in untrained.stderr
+    raw["controller"]["population"] = 1
+    bad = run_cli("controller", "--params", str(write_params(tmp_path / "bad", raw)))
+    assert (
+        bad.returncode == 2
+        and "controller.population: Input should be greater than or equal to 2" in bad.stderr
+    )
+    for result in (missing, untrained, bad):
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
