@@ -83,11 +83,8 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
     state_size = batch.model.dynamics.hidden_size if cfg.features == "latent_and_state" else 0
     controller = LinearController(batch.model.vae.latent_dim, state_size, len(batch.action_ids))
     dims = controller.num_parameters
-    options = {
-        "popsize": cfg.population,
-        "seed": cfg.seed + 1,
-        "verbose": -9,
-    }  # cma: seed 0 means "from the clock"
+    # cma: seed 0 means "from the clock", so the stage's seed is shifted by one
+    options = {"popsize": cfg.population, "seed": cfg.seed + 1, "verbose": -9}
     search = cma.CMAEvolutionStrategy(np.zeros(dims), cfg.sigma, options)
     context_rng = np.random.default_rng(cfg.seed)
     print(

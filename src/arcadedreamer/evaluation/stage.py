@@ -18,6 +18,7 @@ from arcadedreamer.evaluation.evaluate import (
 )
 from arcadedreamer.fileio import atomic_open, atomic_write_json, atomic_write_text
 from arcadedreamer.models.checkpoints import load_world_model
+from arcadedreamer.models.events import format_score as _ratio
 
 PLOT_METRICS = ("psnr", "ssim", "ball_recall")  # ball_recall: games with a RAM map
 
@@ -81,11 +82,6 @@ def _horizons(scores: dict, prefix: str) -> list[int]:
     return sorted(found)
 
 
-def _ratio(value) -> str:
-    """0.91 → "0.91"; a score with nothing to score (NaN, or None in eval.json) → "n/a"."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
-
-
 def format_headline(result: dict) -> str:
     """A few lines per game: PSNR gains over copy-last, and the object scores where scored."""
     lines = []
@@ -111,16 +107,12 @@ def format_headline(result: dict) -> str:
                 f"{game}: reward head AUC {_ratio(scores.get('reward_auc'))}, recall "
                 f"{_ratio(scores['reward_recall'])}, precision "
                 f"{_ratio(scores['reward_precision'])} on {scores['reward_events']} rewarded steps "
-                f"(accuracy {_ratio3(scores['reward_accuracy'])}, always-none "
-                f"{_ratio3(scores['reward_majority_accuracy'])}); game-over head accuracy "
-                f"{_ratio3(scores['game_over_accuracy'])} (majority "
-                f"{_ratio3(scores['game_over_majority_accuracy'])}) on {scores['game_over_events']} game overs"
+                f"(accuracy {_ratio(scores['reward_accuracy'], 3)}, always-none "
+                f"{_ratio(scores['reward_majority_accuracy'], 3)}); game-over head accuracy "
+                f"{_ratio(scores['game_over_accuracy'], 3)} (majority "
+                f"{_ratio(scores['game_over_majority_accuracy'], 3)}) on {scores['game_over_events']} game overs"
             )
     return "\n".join(lines)
-
-
-def _ratio3(value) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def run_evaluate(params: Params, checkpoint_path: str | Path) -> dict:

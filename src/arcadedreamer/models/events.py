@@ -27,6 +27,11 @@ def expected_rewards(reward_probs: torch.Tensor) -> torch.Tensor:
     return reward_probs @ signs
 
 
+def format_score(value, digits: int = 2) -> str:
+    """0.91 → "0.91"; a score with nothing to score (NaN, or None in a JSON report) → "n/a"."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
 def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
 

@@ -22,7 +22,7 @@ from arcadedreamer.data.preprocessing import REWARD_SIGNS, stack_start_indices
 from arcadedreamer.errors import UserError
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.dynamics import Dynamics
-from arcadedreamer.models.events import game_over_scores, predicted_events, reward_scores
+from arcadedreamer.models.events import format_score, game_over_scores, predicted_events, reward_scores
 from arcadedreamer.models.vae import VAE
 from arcadedreamer.training import loop
 from arcadedreamer.training.common import (
@@ -115,10 +115,6 @@ def train_dynamics(
         shutdown(dist_info)
 
 
-def _ratio(value) -> str:
-    return "n/a" if value is None or value != value else f"{value:.2f}"
-
-
 def dynamics_stage(
     params: Params, vae_checkpoint: str | Path | None, dist_info: Distributed, device: torch.device
 ) -> loop.Stage:
@@ -193,7 +189,7 @@ def dynamics_stage(
         describe=lambda epoch, m: (
             f"dynamics epoch {epoch}: train {m['train_loss']:.4f}, open-loop val "
             f"{m['val_loss_open_loop']:.3g} (copy-last {m['val_loss_copy_last']:.3g}); rewards: "
-            f"recall {_ratio(m.get('val_reward_recall'))}, precision {_ratio(m.get('val_reward_precision'))}"
+            f"recall {format_score(m.get('val_reward_recall'))}, precision {format_score(m.get('val_reward_precision'))}"
             f" of {m.get('val_reward_events', 0)} in val"
         ),
         checkpoint_entries=lambda: {
