@@ -147,10 +147,9 @@ def sequences(episodes, device):
     """Latents of a fresh VAE for every frame (the dynamics stage's input) and valid starts."""
     from arcadedreamer.data.dataset import sequence_starts
     from arcadedreamer.models.vae import VAE
-    from arcadedreamer.training.dynamics_trainer import encode_all
 
     vae = VAE().to(device).eval()
-    latents = encode_all(vae, episodes, 4, device, "fp32")
+    latents = vae.encode_recording(episodes.frames, episodes.episode_ends)
     starts = sequence_starts(episodes, 4, FULL["seq_len"], np.ones(len(episodes), dtype=bool))
     return latents, episodes.actions.to(device), torch.from_numpy(starts)
 

@@ -205,3 +205,18 @@ def test_teacher_forcing_matches_the_parallel_forward():
     assert torch.isclose(
         model.compute_loss(latents, actions, *no_events(actions), 0.0, 1)["latent_loss"], expected, atol=1e-6
     )
+
+
+def test_a_recording_is_encoded_once_per_full_stack_at_its_last_frame():
+    torch.manual_seed(0)
+    vae = VAE().eval()
+    frames = torch.randint(0, 256, (11, 64, 64), dtype=torch.uint8)
+    episode_ends = torch.zeros(11, dtype=torch.bool).numpy()
+    episode_ends[[4, 10]] = True  # episodes of 5 and 6 frames
+    latents = vae.encode_recording(frames, episode_ends, batch_size=2)
+    # full stacks end at frames 3, 4 (first episode) and 8, 9, 10 (second): the rest stay 0
+    encoded = latents.abs().sum(-1) > 0
+    assert encoded.tolist() == [False, False, False, True, True, False, False, False, True, True, True]
+    with torch.no_grad():
+        expected = vae.encode(frames[5:9].float()[None] / 255)[0]
+    torch.testing.assert_close(latents[8], expected)

@@ -23,7 +23,6 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from arcadedreamer.config import Params, load_params
 from arcadedreamer.data.atari import minimal_action_set
-from arcadedreamer.data.dataset import gather_stacks
 from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices, to_uint8
 from arcadedreamer.data.storage import load_game_data
 from arcadedreamer.errors import UserError
@@ -52,12 +51,8 @@ class Contexts:
                 f"{game_dir}: no recorded episodes of {game} to start dreams from; collect them first"
             )
         data = load_game_data(game_dir)
-        frames = torch.from_numpy(data.frames)
+        latents = model.vae.encode_recording(torch.from_numpy(data.frames), data.episode_ends)
         valid = stack_start_indices(np.asarray(data.episode_ends), stack_size)
-        latents = torch.zeros(len(data), model.vae.latent_dim)
-        index = torch.from_numpy(valid)
-        for chunk in index.split(512):
-            latents[chunk] = model.encode(gather_stacks(frames, chunk, stack_size))
         # a context is `length` stacks of one episode: valid at its first frame, same episode at its last
         is_valid = np.zeros(len(data), dtype=bool)
         is_valid[valid] = True

@@ -167,7 +167,7 @@ def _object_truth(
 def event_scores(model: WorldModel, data: GameData, stack_size: int) -> dict[str, float]:
     """The reward and game-over heads on every held-out transition, the GRU fed the true latents
     and actions of its episode from the episode's first full stack (`models/events.py`)."""
-    frames = torch.from_numpy(np.asarray(data.frames))
+    all_latents = model.vae.encode_recording(torch.from_numpy(np.asarray(data.frames)), data.episode_ends)
     actions = torch.from_numpy(np.asarray(data.actions).astype(np.int64))
     true_rewards = torch.from_numpy(reward_classes(np.asarray(data.rewards)))
     true_game_overs = torch.from_numpy(game_overs(data))
@@ -180,10 +180,7 @@ def event_scores(model: WorldModel, data: GameData, stack_size: int) -> dict[str
         if len(rows) == 0:
             continue
         index = torch.from_numpy(rows)
-        latents = torch.cat(
-            [model.encode(gather_stacks(frames, chunk, stack_size)) for chunk in index.split(512)]
-        )
-        states = model.dynamics.states(latents[None], actions[index][None])[0]  # (T, H)
+        states = model.dynamics.states(all_latents[index][None], actions[index][None])[0]  # (T, H)
         reward_probs, game_over_probs = model.dynamics.events.probabilities(states)
         rewards, game_over_flags = predicted_events(reward_probs, game_over_probs)
         predicted[0].append(rewards)

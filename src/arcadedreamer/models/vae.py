@@ -6,9 +6,13 @@ and standardised input; the measurements behind each are in docs/design.md.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from arcadedreamer.data.dataset import gather_stacks
+from arcadedreamer.data.preprocessing import stack_start_indices
 
 INITIAL_LOGVAR = -6.0  # posterior σ 0.05 at the start
 SCALE_FLOOR = 0.02  # added to each pixel's std before dividing by it (5 gray levels)
@@ -124,6 +128,21 @@ class VAE(nn.Module):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.decoder(latents)
+
+    @torch.no_grad()
+    def encode_recording(
+        self, frames: torch.Tensor, episode_ends: np.ndarray, batch_size: int = 512
+    ) -> torch.Tensor:
+        """frames (N, 64, 64) uint8 of recorded episodes → latents (N, D): the posterior mean of
+        the stack ending at each frame, 0 where no full stack ends (an episode's first frames).
+
+        Why here: training, the dream's contexts and the event scores all start from it.
+        """
+        latents = torch.zeros(len(frames), self.latent_dim, device=frames.device)
+        valid = torch.from_numpy(stack_start_indices(np.asarray(episode_ends), self.stack_size))
+        for index in valid.to(frames.device).split(batch_size):
+            latents[index] = self.encode(gather_stacks(frames, index, self.stack_size)).float()
+        return latents
 
     def compute_loss(
         self,

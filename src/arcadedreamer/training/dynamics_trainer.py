@@ -13,17 +13,15 @@ from arcadedreamer.data.dataset import (
     Episodes,
     LatentSequences,
     data_hash,
-    gather_stacks,
     load_episodes,
     sequence_starts,
     split_episodes,
 )
-from arcadedreamer.data.preprocessing import REWARD_SIGNS, stack_start_indices
+from arcadedreamer.data.preprocessing import REWARD_SIGNS
 from arcadedreamer.errors import UserError
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.dynamics import Dynamics
 from arcadedreamer.models.events import format_score, game_over_scores, predicted_events, reward_scores
-from arcadedreamer.models.vae import VAE
 from arcadedreamer.training import loop
 from arcadedreamer.training.common import (
     ComputeLoss,
@@ -33,20 +31,6 @@ from arcadedreamer.training.common import (
     resolve_device,
 )
 from arcadedreamer.training.distributed import Distributed, init_distributed, shutdown
-
-
-@torch.no_grad()
-def encode_all(
-    vae: VAE, episodes: Episodes, stack_size: int, device: torch.device, precision: str, batch_size: int = 512
-) -> torch.Tensor:
-    """The posterior mean of every valid stack, at the index of its last frame: (N, D)."""
-    latents = torch.zeros(len(episodes), vae.latent_dim, device=device)
-    valid = torch.from_numpy(stack_start_indices(episodes.episode_ends, stack_size)).to(device)
-    for start in range(0, len(valid), batch_size):
-        index = valid[start : start + batch_size]
-        with autocast(device, precision):
-            latents[index] = vae.encode(gather_stacks(episodes.frames, index, stack_size)).float()
-    return latents
 
 
 @torch.no_grad()
@@ -129,7 +113,8 @@ def dynamics_stage(
     episodes = load_episodes(params.data.out_dir, params.data.games)
     val_mask = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
     episodes.frames = episodes.frames.to(device)
-    latents = encode_all(vae, episodes, params.data.stack_size, device, train_cfg.precision)
+    with autocast(device, train_cfg.precision):
+        latents = vae.encode_recording(episodes.frames, episodes.episode_ends)
     stack, seq_len = params.data.stack_size, cfg.seq_len
     train_set = LatentSequences(
         latents, episodes, sequence_starts(episodes, stack, seq_len, ~val_mask), seq_len
