@@ -16,7 +16,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 GAME ?= BreakoutNoFrameskip-v4
 QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S training.batch_size=32 \
 	-S training.lr=0.001 -S training.checkpoint_every=1 -S dream.game=$(GAME) -S controller.game=$(GAME)
-# DYNAMICS_EPOCHS=12: the dream in which the controller beats random on Pong (README)
+# DYNAMICS_EPOCHS=12: the longer-trained dream in which the Pong controller learns to return the ball (README)
 DYNAMICS_EPOCHS ?= 3
 QUICKSTART := $(QUICKSTART_COMMON) -S vae.epochs=2 -S dynamics.epochs=$(DYNAMICS_EPOCHS)
 QUICKSTART_LONG := $(QUICKSTART_COMMON) -S vae.epochs=8 -S dynamics.epochs=12

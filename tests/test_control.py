@@ -21,7 +21,7 @@ from arcadedreamer.data.atari import minimal_action_set
 from arcadedreamer.data.preprocessing import game_over_frames, reward_classes
 from arcadedreamer.errors import UserError
 from arcadedreamer.models import checkpoints as ckpt
-from arcadedreamer.models.controller import LinearController, population_logits
+from arcadedreamer.models.controller import Agent, LinearController, explore, population_logits
 from arcadedreamer.models.dynamics import EventHeads
 from arcadedreamer.models.events import expected_rewards, game_over_scores, reward_scores
 from arcadedreamer.training.common import balanced_class_weights
@@ -112,6 +112,20 @@ def test_a_population_of_controllers_acts_like_each_controller_alone():
     assert torch.equal(
         latent_only(features[0, :, :5], features[0, :, 5:]), latent_only(features[0, :, :5], None)
     )
+
+
+def test_exploration_replaces_the_chosen_action_at_the_rate_epsilon():
+    chosen = torch.zeros(10_000, dtype=torch.long)
+    generator = torch.Generator().manual_seed(0)
+    draws, random_actions = (
+        torch.rand(10_000, generator=generator),
+        torch.randint(4, (10_000,), generator=generator),
+    )
+    assert torch.equal(explore(chosen, 0.0, draws, random_actions), chosen)
+    assert torch.equal(explore(chosen, 1.0, draws, random_actions), random_actions)
+    mixed = explore(chosen, 0.05, draws, random_actions)
+    # 5% of frames draw uniformly over 4 actions: 3.75% leave action 0
+    assert (mixed != 0).float().mean().item() == pytest.approx(0.0375, abs=0.006)
 
 
 def test_confidence_intervals_match_scipys_t_tests():
@@ -247,6 +261,22 @@ def test_controller_stage_trains_in_the_dream_scores_in_the_real_game_and_regist
         assert math.isfinite(summary[key]), key
     controller, world_model, checkpoint = ckpt.load_controller(f"{cfg.out_dir}/controller.pt")
     assert checkpoint["game"] == GAME and controller.linear.out_features == len(minimal_action_set(GAME))
+    assert checkpoint["epsilon"] == summary["epsilon"] == cfg.epsilon
+    # a controller that never chose FIRE in its dreams still serves with ε: Breakout's score needs it
+    controller.linear.weight.data.zero_()
+    controller.linear.bias.data.copy_(torch.tensor([-50.0, -50.0, 50.0, -50.0]))  # always RIGHT
+    actions = minimal_action_set(GAME)
+    for epsilon, serves in ((0.0, False), (0.2, True)):
+        agent = Agent(controller, world_model, actions, "sample", seed=0, epsilon=epsilon)
+        taken = torch.cat([agent.act(torch.zeros(4, 4, 64, 64)) for _ in range(50)])
+        assert (taken == actions[1]).any().item() is serves  # FIRE
+    # a controller checkpoint with a bad choice or ε names it in one line
+    for key, value, fragment in (("epsilon", 2.0, "'epsilon' must be a number from 0 to 1"),
+                                 ("action_choice", "greedy", "'action_choice' must be sample or argmax")):  # fmt: skip
+        damaged = tmp_path / f"bad_{key}.pt"
+        torch.save({**checkpoint, key: value}, damaged)
+        with pytest.raises(UserError, match=fragment):
+            ckpt.load_controller(damaged)
     assert "registered arcadedreamer-controller version" in result.stdout
     import mlflow
 

@@ -388,7 +388,7 @@ def play(
             raise UserError(
                 f"{agent_path}: this controller plays {checkpoint['game']}; pass --game {checkpoint['game']}"
             )
-        player = Agent(controller, world_model, tuple(checkpoint["action_ids"]), checkpoint["action_choice"])
+        player = Agent.from_checkpoint(controller, world_model, checkpoint)
     else:
         model_path = _resolve_model(model, cfg)
         world_model, checkpoint = load_world_model(model_path, cfg)

@@ -286,6 +286,12 @@ class ControllerConfig(_Section):
     action_choice: Literal["sample", "argmax"] = Field(
         "sample", description="Draw the action from the softmax of the logits, or take their argmax."
     )
+    epsilon: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Each frame, a uniformly random action instead of the controller's (dream and real).",
+    )
     contexts: Literal["training", "heldout"] = Field(
         "training", description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."
     )

@@ -43,9 +43,7 @@ class ArcadeDreamerModel(PythonModel):
             from arcadedreamer.models.controller import Agent
 
             controller, world_model, checkpoint = load_controller(context.artifacts["checkpoint"])
-            self.agent = Agent(
-                controller, world_model, tuple(checkpoint["action_ids"]), checkpoint["action_choice"]
-            )
+            self.agent = Agent.from_checkpoint(controller, world_model, checkpoint)
             return
         self.vae = vae_from_checkpoint(checkpoint).eval()
         self.world = world_model_from_checkpoint(checkpoint) if self.stage == "dynamics" else None

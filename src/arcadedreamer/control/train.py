@@ -24,7 +24,13 @@ from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_open, atomic_write_json
 from arcadedreamer.models import checkpoints as ckpt
-from arcadedreamer.models.controller import Agent, LinearController, population_logits, sample_actions
+from arcadedreamer.models.controller import (
+    Agent,
+    LinearController,
+    explore,
+    population_logits,
+    sample_actions,
+)
 from arcadedreamer.progress import progress_bar
 
 PER_FRAMES = 1000  # reward rates are given per this many frames
@@ -32,11 +38,17 @@ PER_FRAMES = 1000  # reward rates are given per this many frames
 
 @torch.no_grad()
 def dream_returns(
-    batch: DreamBatch, weights: torch.Tensor | None, starts: np.ndarray, seed: int = 0, choice: str = "sample"
+    batch: DreamBatch,
+    weights: torch.Tensor | None,
+    starts: np.ndarray,
+    seed: int = 0,
+    choice: str = "sample",
+    epsilon: float = 0.0,
 ) -> dict:
     """Every row of `batch` dreams from its context start; candidate p (of P = len(weights))
-    drives rows p·R … p·R+R-1, the R rollouts of every candidate drawing their actions with the
-    same random numbers. `weights` None: the random policy drives every row.
+    drives rows p·R … p·R+R-1, the R rollouts of every candidate drawing their actions (and
+    their ε-exploration) with the same random numbers. `weights` None: the random policy drives
+    every row.
 
     Returns per-row returns (B,) and frames lived (B,): a dream ends at game over or the horizon.
     """
@@ -46,18 +58,23 @@ def dream_returns(
     alive = np.ones(size, dtype=bool)
     generator = torch.Generator().manual_seed(seed)
     population = 1 if weights is None else len(weights)
+    rollouts, num_actions = size // population, len(batch.action_ids)
     for _ in range(batch.horizon):
-        uniforms = torch.rand(size // population, generator=generator)  # (R,): shared by the candidates
+        uniforms = torch.rand(rollouts, generator=generator)  # (R,): shared by the candidates
         if weights is None:
-            actions = (uniforms * len(batch.action_ids)).long()
+            actions = (uniforms * num_actions).long()
         else:
-            width = weights.shape[1] // len(batch.action_ids) - 1  # the controller's inputs
-            features = batch.features()[:, :width].reshape(population, size // population, width)
+            width = weights.shape[1] // num_actions - 1  # the controller's inputs
+            features = batch.features()[:, :width].reshape(population, rollouts, width)
             logits = population_logits(weights, features)  # (P, R, A)
             if choice == "sample":
                 chosen = sample_actions(logits, uniforms.expand(population, -1))
             else:
                 chosen = logits.argmax(-1)
+            if epsilon > 0:
+                draws = torch.rand(rollouts, generator=generator).expand(population, -1)
+                random_actions = torch.randint(num_actions, (rollouts,), generator=generator)
+                chosen = explore(chosen, epsilon, draws, random_actions.expand(population, -1))
             actions = chosen.reshape(-1)
         rewards, terminated, _ = batch.step(actions)
         returns += np.where(alive, rewards, 0.0)
@@ -89,7 +106,7 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
     context_rng = np.random.default_rng(cfg.seed)
     print(
         f"controller: {dims} weights on the {cfg.features.replace('_', ' ')}, CMA-ES {cfg.population} candidates x {cfg.rollouts} dreams of "
-        f"{cfg.horizon} steps ({cfg.contexts} contexts), {cfg.generations} generations"
+        f"{cfg.horizon} steps ({cfg.contexts} contexts, ε {cfg.epsilon:g}), {cfg.generations} generations"
     )
     report_every = max(1, cfg.generations // 20)
     curve: list[dict[str, float]] = []
@@ -101,7 +118,7 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
                 candidates = np.asarray(search.ask())
                 starts = np.tile(context_rng.choice(batch.contexts.starts, cfg.rollouts), cfg.population)
                 weights = torch.from_numpy(candidates).float()
-                scores = dream_returns(batch, weights, starts, seed=generation, choice=cfg.action_choice)
+                scores = dream_returns(batch, weights, starts, generation, cfg.action_choice, cfg.epsilon)
                 scores = scores["returns"].reshape(cfg.population, cfg.rollouts)
                 means = scores.mean(axis=1)
                 if not np.isfinite(means).all():
@@ -160,9 +177,11 @@ def score_controller(
     cfg = params.controller
     starts = np.random.default_rng(cfg.seed + 1).choice(batch.contexts.starts, batch.size)
     flat = torch.nn.utils.parameters_to_vector(controller.parameters()).detach()
-    dream = dream_returns(batch, flat[None].contiguous(), starts, cfg.seed, cfg.action_choice)
+    dream = dream_returns(batch, flat[None].contiguous(), starts, cfg.seed, cfg.action_choice, cfg.epsilon)
     dream_random = dream_returns(batch, None, starts, seed=cfg.seed)
-    agent = Agent(controller, batch.model, tuple(batch.action_ids.tolist()), cfg.action_choice, cfg.seed)
+    agent = Agent(
+        controller, batch.model, tuple(batch.action_ids.tolist()), cfg.action_choice, cfg.seed, cfg.epsilon
+    )
     common = dict(
         episodes=cfg.eval_episodes,
         seed=cfg.eval_seed,
@@ -210,6 +229,7 @@ def score_controller(
         "real_minus_random_frames_ci95": longer_ci,
         "real_game_overs": int(real["game_over"].sum()),
         "random_game_overs": int(real_random["game_over"].sum()),
+        "epsilon": cfg.epsilon,
         "eval_episodes": cfg.eval_episodes,
         "eval_max_frames": cfg.eval_max_frames,
         "train_seconds": train_seconds,
@@ -248,6 +268,7 @@ def save_controller(
             "game": params.controller.game,
             "action_ids": [int(a) for a in batch.action_ids],
             "action_choice": params.controller.action_choice,
+            "epsilon": float(params.controller.epsilon),
             "world_model": {k: world_checkpoint[k] for k in ckpt.WORLD_MODEL_ENTRIES},
             "world_model_checkpoint": str(model_path),
             "metrics": {k: v for k, v in summary.items() if isinstance(v, (int, float))},

@@ -212,6 +212,9 @@ def controller_problem(checkpoint: dict) -> str | None:
         return "'action_ids' must list one ALE action id (0-17) per controller action"
     if checkpoint.get("action_choice") not in ("sample", "argmax"):
         return "'action_choice' must be sample or argmax"
+    epsilon = checkpoint.get("epsilon", 0.0)
+    if type(epsilon) is not float or not 0.0 <= epsilon <= 1.0:
+        return "'epsilon' must be a number from 0 to 1"
     world = checkpoint.get("world_model")
     if not isinstance(world, dict) or world.get("stage") != "dynamics" or "model" not in world:
         return "'world_model' is missing or not a dynamics checkpoint"

@@ -53,6 +53,20 @@ def sample_actions(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor
     )
 
 
+def explore(
+    chosen: torch.Tensor, epsilon: float, draws: torch.Tensor, random_actions: torch.Tensor
+) -> torch.Tensor:
+    """ε-exploration: where a draw (…) in [0, 1) falls below `epsilon`, a uniformly random action
+    (`random_actions`, …) replaces the chosen one (…). The caller draws both, so CMA-ES
+    candidates can share them as they share `sample_actions`' uniforms.
+
+    Why: a controller that never needed an action in the dream never takes it in the game;
+    Breakout's serve (FIRE) is one, as dreams start with the ball in play. DQN's evaluation
+    plays with ε = 0.05 for the same reason.
+    """
+    return torch.where(draws < epsilon, random_actions, chosen)
+
+
 def population_logits(flat_weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """Many controllers at once: flat_weights (P, A·F + A) in `load_flat`'s layout, features
     (P, R, F) for R rollouts each → logits (P, R, A)."""
@@ -67,7 +81,7 @@ class Agent:
     """A controller acting in the real game: it feeds the world model's GRU the latent of each
     real frame stack and the action it took, as in its dream (its own state, apart from any
     other use of the model). It chooses as it was trained to: the argmax, or a draw from the
-    softmax of its logits (seeded)."""
+    softmax of its logits, and with probability `epsilon` a uniformly random action (seeded)."""
 
     def __init__(
         self,
@@ -76,11 +90,27 @@ class Agent:
         action_ids: tuple[int, ...],
         choice: str = "sample",
         seed: int = 0,
+        epsilon: float = 0.0,
     ):
         self.controller, self.model = controller.eval(), model.eval()
         self.action_ids = torch.tensor(action_ids)  # minimal action index → ALE full-action id
-        self.choice, self.generator = choice, torch.Generator().manual_seed(seed)
+        self.choice, self.epsilon = choice, epsilon
+        self.generator = torch.Generator().manual_seed(seed)
         self.hidden: torch.Tensor | None = None
+
+    @classmethod
+    def from_checkpoint(
+        cls, controller: LinearController, model: WorldModel, checkpoint: dict, seed: int = 0
+    ):
+        """As the controller stage trained and scored it (checkpoints before ε: none)."""
+        return cls(
+            controller,
+            model,
+            tuple(checkpoint["action_ids"]),
+            checkpoint["action_choice"],
+            seed,
+            checkpoint.get("epsilon", 0.0),
+        )
 
     def reset(self) -> None:
         self.hidden = None
@@ -99,6 +129,10 @@ class Agent:
             chosen = sample_actions(logits, torch.rand(len(logits), generator=self.generator))
         else:
             chosen = logits.argmax(-1)
+        if self.epsilon > 0:
+            draws = torch.rand(len(logits), generator=self.generator)
+            random_actions = torch.randint(len(self.action_ids), (len(logits),), generator=self.generator)
+            chosen = explore(chosen, self.epsilon, draws, random_actions)
         actions = self.action_ids[chosen]
         _, self.hidden = self.model.step(latents, actions, self.hidden)
         return actions
