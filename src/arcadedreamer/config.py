@@ -270,9 +270,9 @@ class DreamConfig(_Section):
 class ControllerConfig(_Section):
     """The World Models controller, trained by CMA-ES in the dream only, scored in the real game."""
 
-    game: str = "PongNoFrameskip-v4"
+    game: str = "BreakoutNoFrameskip-v4"
     horizon: int = Field(
-        50, gt=0, le=MAX_DREAM_STEPS, description="Dream steps per rollout (then truncated)."
+        100, gt=0, le=MAX_DREAM_STEPS, description="Dream steps per rollout (then truncated)."
     )
     population: int = Field(32, ge=2, le=4096, description="CMA-ES candidates per generation.")
     rollouts: int = Field(
