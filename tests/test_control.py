@@ -16,7 +16,13 @@ from gymnasium.utils.env_checker import check_env
 
 import arcadedreamer.control  # noqa: F401 - registers ArcadeDreamer/<Game>-Dream-v0
 from arcadedreamer.control.dream_env import DreamEnv
-from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play_episodes, random_policy
+from arcadedreamer.control.real_game import (
+    constant_policy,
+    difference_ci95,
+    mean_and_ci95,
+    play_episodes,
+    random_policy,
+)
 from arcadedreamer.data.atari import minimal_action_set
 from arcadedreamer.data.preprocessing import game_over_frames, reward_classes
 from arcadedreamer.errors import UserError
@@ -126,6 +132,15 @@ def test_exploration_replaces_the_chosen_action_at_the_rate_epsilon():
     mixed = explore(chosen, 0.05, draws, random_actions)
     # 5% of frames draw uniformly over 4 actions: 3.75% leave action 0
     assert (mixed != 0).float().mean().item() == pytest.approx(0.0375, abs=0.006)
+
+
+def test_a_held_action_is_taken_every_frame_but_for_epsilon():
+    actions = minimal_action_set(GAME)
+    held = constant_policy(actions[2], GAME, epsilon=0.0, seed=0)(torch.zeros(500, 4, 64, 64))
+    assert set(held.tolist()) == {actions[2]}
+    noisy = constant_policy(actions[2], GAME, epsilon=0.2, seed=0)(torch.zeros(20_000, 4, 64, 64))
+    assert set(noisy.tolist()) == set(actions)
+    assert (noisy != actions[2]).float().mean().item() == pytest.approx(0.15, abs=0.01)
 
 
 def test_confidence_intervals_match_scipys_t_tests():
@@ -257,6 +272,13 @@ def test_controller_stage_trains_in_the_dream_scores_in_the_real_game_and_regist
     summary = json.loads(open(cfg.metrics_file).read())
     assert summary["eval_episodes"] == 2 and len(summary["real_returns"]) == 2
     assert summary["beats_random"] == (summary["real_minus_random"] - summary["real_minus_random_ci95"] > 0)
+    # the simplest policies beside it: each action held every frame (with ε), the best one compared
+    assert set(summary["constant_return_means"]) == {"NOOP", "FIRE", "RIGHT", "LEFT"}
+    assert summary["best_constant_return_mean"] == max(summary["constant_return_means"].values())
+    assert summary["beats_best_constant"] == (
+        summary["real_minus_best_constant"] - summary["real_minus_best_constant_ci95"] > 0
+    )
+    assert f"the best action held every frame (with ε), {summary['best_constant_action']}:" in result.stdout
     for key in ("dream_return_mean", "real_return_mean", "random_return_mean", "dream_real_gap"):
         assert math.isfinite(summary[key]), key
     controller, world_model, checkpoint = ckpt.load_controller(f"{cfg.out_dir}/controller.pt")

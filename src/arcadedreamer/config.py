@@ -292,6 +292,9 @@ class ControllerConfig(_Section):
         le=1,
         description="Each frame, a uniformly random action instead of the controller's (dream and real).",
     )
+    constant_baselines: bool = Field(
+        True, description="Also play each of the game's actions held every frame (with ε) in the real game."
+    )
     contexts: Literal["training", "heldout"] = Field(
         "training", description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."
     )

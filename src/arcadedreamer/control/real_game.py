@@ -12,6 +12,7 @@ import torch
 from arcadedreamer.data.atari import minimal_action_set
 from arcadedreamer.data.emulator import Emulator
 from arcadedreamer.data.preprocessing import to_unit_float
+from arcadedreamer.models.controller import explore
 from arcadedreamer.progress import progress_bar
 
 # stacks (B, S, 64, 64) in [0, 1] of the B episodes → their next full-action ids (B,)
@@ -23,6 +24,23 @@ def random_policy(game: str, seed: int) -> Policy:
     action_ids = torch.tensor(minimal_action_set(game))
     generator = torch.Generator().manual_seed(seed)
     return lambda stacks: action_ids[torch.randint(len(action_ids), (len(stacks),), generator=generator)]
+
+
+def constant_policy(action_id: int, game: str, epsilon: float, seed: int) -> Policy:
+    """One action every frame, but a uniformly random one with probability `epsilon`: the
+    simplest policies a controller with the same ε should beat (in Breakout a paddle that stays
+    put, or stays right, returns serves the random policy's jitter misses)."""
+    action_ids = torch.tensor(minimal_action_set(game))
+    generator = torch.Generator().manual_seed(seed)
+
+    def act(stacks: torch.Tensor) -> torch.Tensor:
+        count = len(stacks)
+        draws = torch.rand(count, generator=generator)
+        random_choices = torch.randint(len(action_ids), (count,), generator=generator)
+        chosen = torch.full((count,), int(action_id))
+        return explore(chosen, epsilon, draws, action_ids[random_choices])
+
+    return act
 
 
 def play_episodes(

@@ -20,7 +20,15 @@ import torch
 from arcadedreamer import tracking
 from arcadedreamer.config import Params
 from arcadedreamer.control.dream_env import DreamBatch, open_dream
-from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play_episodes, random_policy
+from arcadedreamer.control.real_game import (
+    constant_policy,
+    difference_ci95,
+    mean_and_ci95,
+    play_episodes,
+    random_policy,
+)
+from arcadedreamer.data.actions import minimal_action_names
+from arcadedreamer.data.atari import minimal_action_set
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_open, atomic_write_json
 from arcadedreamer.models import checkpoints as ckpt
@@ -195,6 +203,7 @@ def score_controller(
     real_random = play_episodes(
         cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common
     )
+    constants = constant_baselines(params, real["returns"], common) if cfg.constant_baselines else {}
     eval_seconds = time.perf_counter() - started
     real_mean, real_ci = mean_and_ci95(real["returns"])
     random_mean, random_ci = mean_and_ci95(real_random["returns"])
@@ -223,6 +232,7 @@ def score_controller(
         # how much the dream flatters a policy: its reward per 1 000 frames dreamt minus played
         "dream_real_gap": rates["dream_reward_rate"] - rates["real_reward_rate"],
         "dream_real_gap_random": rates["dream_random_reward_rate"] - rates["random_reward_rate"],
+        **constants,
         "real_frames_mean": float(real["frames"].mean()),
         "random_frames_mean": float(real_random["frames"].mean()),
         "real_minus_random_frames": longer,
@@ -245,7 +255,44 @@ def score_controller(
         f"{rates['dream_reward_rate']:+.2f}, in the real game {rates['real_reward_rate']:+.2f}; its episodes "
         f"last {longer:+.0f} ± {longer_ci:.0f} frames against random's {real_random['frames'].mean():.0f}"
     )
+    if constants:
+        verdict = "beats" if constants["beats_best_constant"] else "does not beat"
+        print(
+            f"the best action held every frame (with ε), {constants['best_constant_action']}: "
+            f"{constants['best_constant_return_mean']:+.2f} ± {constants['best_constant_return_ci95']:.2f} "
+            f"(controller minus it {constants['real_minus_best_constant']:+.2f} ± "
+            f"{constants['real_minus_best_constant_ci95']:.2f}: it {verdict} it)"
+        )
     return summary
+
+
+def constant_baselines(params: Params, controller_returns: np.ndarray, common: dict) -> dict:
+    """Each of the game's actions held every frame, with the controller's ε, over the same
+    seeded episodes; the best of them (highest mean) against the controller."""
+    cfg = params.controller
+    names = minimal_action_names(cfg.game)
+    means: dict[str, float] = {}
+    best: tuple[str, np.ndarray] | None = None
+    for action_id, name in zip(minimal_action_set(cfg.game), names, strict=True):
+        policy = constant_policy(action_id, cfg.game, cfg.epsilon, cfg.seed)
+        returns = play_episodes(cfg.game, policy, label=f"{name} held (with ε) in the real game", **common)[
+            "returns"
+        ]
+        means[name] = float(returns.mean())
+        if best is None or means[name] > best[1].mean():
+            best = (name, returns)
+    name, returns = best
+    mean, ci = mean_and_ci95(returns)
+    difference, difference_ci = difference_ci95(controller_returns, returns)
+    return {
+        "constant_return_means": means,
+        "best_constant_action": name,
+        "best_constant_return_mean": mean,
+        "best_constant_return_ci95": ci,
+        "real_minus_best_constant": difference,
+        "real_minus_best_constant_ci95": difference_ci,
+        "beats_best_constant": bool(difference - difference_ci > 0),
+    }
 
 
 def save_controller(
@@ -296,7 +343,11 @@ def plot_returns(curve: list[dict[str, float]], summary: dict, path: Path) -> Pa
     names = ["controller", "random"]
     means = [summary["real_return_mean"], summary["random_return_mean"]]
     errors = [summary["real_return_ci95"], summary["random_return_ci95"]]
-    right.bar(names, means, yerr=errors, capsize=6, color=["tab:blue", "tab:gray"])
+    if "best_constant_action" in summary:
+        names.append(f"{summary['best_constant_action']} held")
+        means.append(summary["best_constant_return_mean"])
+        errors.append(summary["best_constant_return_ci95"])
+    right.bar(names, means, yerr=errors, capsize=6, color=["tab:blue", "tab:gray", "tab:olive"][: len(names)])
     right.set_title(f"Real game ({summary['eval_episodes']} episodes, 95% CI)")
     right.set_ylabel("return")
     fig.suptitle(summary["game"].removesuffix("NoFrameskip-v4"))
