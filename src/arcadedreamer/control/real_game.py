@@ -12,7 +12,7 @@ import torch
 from arcadedreamer.data.atari import minimal_action_set
 from arcadedreamer.data.emulator import Emulator
 from arcadedreamer.data.preprocessing import to_unit_float
-from arcadedreamer.models.controller import explore
+from arcadedreamer.models.controller import exploration_draws, explore
 from arcadedreamer.progress import progress_bar
 
 # stacks (B, S, 64, 64) in [0, 1] of the B episodes → their next full-action ids (B,)
@@ -34,10 +34,8 @@ def constant_policy(action_id: int, game: str, epsilon: float, seed: int) -> Pol
     generator = torch.Generator().manual_seed(seed)
 
     def act(stacks: torch.Tensor) -> torch.Tensor:
-        count = len(stacks)
-        draws = torch.rand(count, generator=generator)
-        random_choices = torch.randint(len(action_ids), (count,), generator=generator)
-        chosen = torch.full((count,), int(action_id))
+        draws, random_choices = exploration_draws(len(stacks), len(action_ids), generator)
+        chosen = torch.full((len(stacks),), int(action_id))
         return explore(chosen, epsilon, draws, action_ids[random_choices])
 
     return act

@@ -35,6 +35,7 @@ from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.controller import (
     Agent,
     LinearController,
+    exploration_draws,
     explore,
     population_logits,
     sample_actions,
@@ -80,9 +81,10 @@ def dream_returns(
             else:
                 chosen = logits.argmax(-1)
             if epsilon > 0:
-                draws = torch.rand(rollouts, generator=generator).expand(population, -1)
-                random_actions = torch.randint(num_actions, (rollouts,), generator=generator)
-                chosen = explore(chosen, epsilon, draws, random_actions.expand(population, -1))
+                draws, random_actions = exploration_draws(rollouts, num_actions, generator)
+                chosen = explore(
+                    chosen, epsilon, draws.expand(population, -1), random_actions.expand(population, -1)
+                )
             actions = chosen.reshape(-1)
         rewards, terminated, _ = batch.step(actions)
         returns += np.where(alive, rewards, 0.0)

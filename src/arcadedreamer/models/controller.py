@@ -67,6 +67,15 @@ def explore(
     return torch.where(draws < epsilon, random_actions, chosen)
 
 
+def exploration_draws(
+    count: int, num_actions: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random numbers `explore` needs for `count` choices: draws (count,) in [0, 1) and
+    uniformly random action indices (count,)."""
+    draws = torch.rand(count, generator=generator)
+    return draws, torch.randint(num_actions, (count,), generator=generator)
+
+
 def population_logits(flat_weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """Many controllers at once: flat_weights (P, A·F + A) in `load_flat`'s layout, features
     (P, R, F) for R rollouts each → logits (P, R, A)."""
@@ -130,8 +139,7 @@ class Agent:
         else:
             chosen = logits.argmax(-1)
         if self.epsilon > 0:
-            draws = torch.rand(len(logits), generator=self.generator)
-            random_actions = torch.randint(len(self.action_ids), (len(logits),), generator=self.generator)
+            draws, random_actions = exploration_draws(len(logits), len(self.action_ids), self.generator)
             chosen = explore(chosen, self.epsilon, draws, random_actions)
         actions = self.action_ids[chosen]
         _, self.hidden = self.model.step(latents, actions, self.hidden)
