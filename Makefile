@@ -20,13 +20,15 @@ QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S t
 DYNAMICS_EPOCHS ?= 3
 QUICKSTART := $(QUICKSTART_COMMON) -S vae.epochs=2 -S dynamics.epochs=$(DYNAMICS_EPOCHS)
 QUICKSTART_LONG := $(QUICKSTART_COMMON) -S vae.epochs=8 -S dynamics.epochs=12
+# One `dvc exp run` at a time in a project (two at once fail inside DVC): a second is refused at once
+EXP_LOCK = exec 9>>.dvc/tmp/arcadedreamer-exp.lock && flock -n 9 || { echo "error: another make target is running dvc exp run in this project (quickstart, ablation or sweep); wait for it to finish, or queue experiments with make sweep" >&2; exit 1; }
 # dvc exp run writes the experiment's values into params.yaml; the quickstart puts yours back
-KEEP_PARAMS = cp params.yaml .params.yaml.before-quickstart && trap 'mv -f .params.yaml.before-quickstart params.yaml' EXIT
+KEEP_PARAMS = mkdir -p .dvc/tmp && $(EXP_LOCK) && cp params.yaml .params.yaml.before-quickstart && trap 'mv -f .params.yaml.before-quickstart params.yaml' EXIT
 # In a fresh clone (no dvc.lock yet) dvc exp run warns once per output that it has nothing to
 # restore; that is expected, so those lines are dropped (everything else, errors included, passes)
 QUIET_DVC = 2> >(grep -v --line-buffered "No file hash info found for" >&2)
 
-.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
+.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ablation-dynamics ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -84,6 +86,30 @@ ablation: data mlflow.db ## Which VAE setting keeps the ball: six quickstart exp
 	done
 	dvc exp show --md --drop '.*' --keep $(ABLATION_COLUMNS) --sort-by summary.recon_ball_recall --sort-order desc
 
+# Which dynamics training keeps the ball over the horizon (docs/results.md): each row is the
+# quickstart's pipeline up to evaluate, once per seed of DYNAMICS_SEEDS, each a DVC experiment on
+# the same data and VAE (cached after the first); every run is recorded in results/ablation-dynamics.json.
+ORIGINAL_DYNAMICS = -S dynamics.scheduled_sampling_final=0.5 -S dynamics.scheduled_sampling_ramp=0 \
+	-S dynamics.seq_len=32 -S dynamics.sequence_stride=1 -S dynamics.decoded_loss_weight=0
+ABLATION_DYNAMICS = \
+	"original|$(ORIGINAL_DYNAMICS) -S dynamics.burn_in=4" \
+	"burn-in-8|$(ORIGINAL_DYNAMICS) -S dynamics.burn_in=8" \
+	"decoded-loss|$(ORIGINAL_DYNAMICS) -S dynamics.burn_in=4 -S dynamics.decoded_loss_weight=1 -S dynamics.decoded_loss_samples=8" \
+	"open-loop-57|-S dynamics.scheduled_sampling_final=1 -S dynamics.scheduled_sampling_ramp=0.5 -S dynamics.seq_len=57 -S dynamics.burn_in=8 -S dynamics.sequence_stride=4 -S dynamics.decoded_loss_weight=0"
+DYNAMICS_SEEDS ?= 0 1 2
+ABLATION_RESULTS ?= results/ablation-dynamics.json
+
+ablation-dynamics: data mlflow.db ## Which dynamics training keeps the ball: 4 rows x 3 seeds of the quickstart to evaluate (~80 min), then the table
+	@set -o pipefail; $(KEEP_PARAMS); for row in $(ABLATION_DYNAMICS); do name=$${row%%|*}; settings=$${row#*|}; \
+		for seed in $(DYNAMICS_SEEDS); do start=$$(date +%s); \
+			ARCADEDREAMER_PIPELINE_ID=ablation-dynamics-$$name-s$$seed dvc exp run evaluate $(QUICKSTART) $$settings \
+				-S dynamics.seed=$$seed $(QUIET_DVC) | tee .dvc/tmp/ablation-run.log || exit 1; \
+			$(BIN)/python tools/results.py record $(ABLATION_RESULTS) --row $$name --seed $$seed \
+				--seconds $$(( $$(date +%s) - start )) --command "make ablation-dynamics" \
+				--experiment "$$(sed -n 's/^Ran experiment(s): //p' .dvc/tmp/ablation-run.log)" || exit 1; \
+		done; done
+	$(BIN)/python tools/results.py report $(ABLATION_RESULTS) --figure docs/ablation_dynamics.png
+
 quickstart-summary:
 	@arcadedreamer scores
 	@echo "Dream: outputs/dream_$(GAME).gif   Scores: metrics/eval.json, plots/eval_curves.png"
@@ -110,8 +136,8 @@ postgres: install ## Team mode on one machine: a throwaway PostgreSQL in .postgr
 GRID ?= -S dynamics.hidden_size=128,256
 JOBS ?= 1
 sweep: data mlflow.db ## Queue the quickstart over GRID as DVC experiments, run them JOBS at a time, then compare
-	dvc exp run --queue $(QUICKSTART) $(GRID)
-	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} dvc exp run --run-all -j $(JOBS)
+	@mkdir -p .dvc/tmp && $(EXP_LOCK) && dvc exp run --queue $(QUICKSTART) $(GRID) && \
+		MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} dvc exp run --run-all -j $(JOBS)
 	dvc exp show --md --drop '.*' --keep 'dynamics\.hidden_size|vae\.beta|summary\.(recon_ball_recall|ball_recall_h10_model|psnr_h10_gain)'
 
 serve: install mlflow.db ## Serve the champion world model over HTTP on 127.0.0.1:5001 (mlflow models serve)
@@ -139,8 +165,8 @@ test: install ## Run the test suite (real ALE, DVC, MLflow, PyTorch on tiny data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## Check style with ruff
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 audit: install ## Check dependencies for known vulnerabilities (pip-audit, when installable)
 	$(BIN)/python -m pip install -q pip-audit && $(BIN)/pip-audit || echo "pip-audit unavailable or found issues (see above)"

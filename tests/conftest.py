@@ -87,6 +87,32 @@ def collect_small(root: Path, frames: int, seed: int = 0, game: str = "PongNoFra
                            max_episode_frames=1000, progress=False)  # fmt: skip
 
 
+def lock_held(path: Path) -> bool:
+    """Whether a process holds the flock on `path` now (the event a test waits for, not a sleep)."""
+    import fcntl
+
+    if not path.exists():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
 def write_params(root: Path, params: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "params.yaml"

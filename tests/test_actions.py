@@ -56,6 +56,8 @@ def test_names_and_numbers_round_trip():
         ("-1", "'-1' is out of range 0…3"),
         ("4", "'4' is out of range 0…3"),
         ("JUMP", "unknown action 'JUMP'"),
+        ("1,²", "unknown action '²'"),  # str.isdigit says yes, int() says no
+        ("١", "unknown action '١'"),  # an Arabic-Indic one: not an ASCII number
     ],
 )
 def test_bad_tokens_are_named_with_the_valid_list(text, message):

@@ -3,9 +3,11 @@ checker and trained in by stable-baselines3, and the controller stage end to end
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -228,10 +230,68 @@ def test_the_vector_env_steps_many_dreams_as_the_single_env_does(trained):
 def test_bad_dream_settings_are_one_line_errors(trained, tmp_path):
     with pytest.raises(UserError, match="observation='pixels': choose one of frame, latent"):
         DreamEnv(GAME, observation="pixels", **dream_kwargs(trained))
-    with pytest.raises(UserError, match="no world model"):
+    with pytest.raises(UserError, match="checkpoint not found"):
         DreamEnv(GAME, model=str(tmp_path / "missing.pt"), params=str(trained.params_path))
     with pytest.raises(UserError, match="trained on"):
         DreamEnv("SpaceInvadersNoFrameskip-v4", **dream_kwargs(trained))
+    for horizon in (-3, 0, 2.5, True, 10**9):
+        with pytest.raises(UserError, match=r"horizon=.*: give a whole number in 1…10000"):
+            DreamEnv(GAME, horizon=horizon, **dream_kwargs(trained))
+    with pytest.raises(UserError, match=r"num_envs=0: give 1 to 65536 dreams"):
+        gymnasium.make_vec(
+            "ArcadeDreamer/Breakout-Dream-v0", num_envs=0, vectorization_mode="vector_entry_point",
+            **dream_kwargs(trained),
+        )  # fmt: skip
+
+
+def own_registry(trained, root) -> tuple[str, dict]:
+    """A tracking store of the test's own holding two registered versions of the trained world
+    model: (its params file, {version: its artifact folder})."""
+    import mlflow
+
+    from arcadedreamer import tracking
+    from arcadedreamer.config import load_params
+
+    raw = yaml.safe_load(trained.params_path.read_text())
+    raw["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    path = write_params(root, raw)
+    params = load_params(path)
+    folders = {}
+    for _ in range(2):
+        with tracking.stage_run("dynamics", params):
+            version = tracking.register_checkpoint(
+                tracking.DYNAMICS_MODEL, ckpt.final_checkpoint_path(trained.params, "dynamics"), {}
+            )
+        source = mlflow.MlflowClient().get_model_version(tracking.DYNAMICS_MODEL, version).source
+        location = mlflow.get_logged_model(source.removeprefix("models:/")).artifact_location
+        folders[version] = Path(location.removeprefix("file://"))
+    return str(path), folders
+
+
+def test_the_dream_env_dreams_with_the_champion_and_names_a_broken_one(trained, tmp_path, capsys):
+    """No model given: before any evaluation the newest version, said aloud; then @champion.
+    A champion whose files are gone is an error naming it, never a quiet stand-in."""
+    from arcadedreamer import tracking
+
+    params, folders = own_registry(trained, tmp_path)
+    DreamEnv(GAME, params=params, observation="latent")
+    assert "has no @champion yet (nothing evaluated): using version 2, the newest registered" in (
+        capsys.readouterr().err
+    )
+    tracking.set_alias(tracking.DYNAMICS_MODEL, "champion", "1")
+    env = DreamEnv(GAME, params=params, observation="latent")
+    assert env.reset(seed=0)[0].shape == (64,) and capsys.readouterr().err == ""
+    shutil.rmtree(folders["1"])
+    with pytest.raises(UserError) as info:
+        DreamEnv(GAME, params=params)
+    message = str(info.value)
+    assert message.startswith(
+        f"models:/{tracking.DYNAMICS_MODEL}@champion is version 1, which cannot be loaded"
+    )
+    assert "point @champion at a good version" in message and "\n" not in message
+    result = run_cli("dream", "--steps", "3", "--out", str(tmp_path / "d.gif"), "--params", params)
+    assert result.returncode == 2 and "@champion is version 1, which cannot be loaded" in result.stderr
+    assert not (tmp_path / "d.gif").exists()
 
 
 def test_stable_baselines3_ppo_trains_in_the_dream(trained):
@@ -335,7 +395,7 @@ def test_controller_stage_refuses_bad_input_before_any_work(trained, tmp_path):
     missing = run_cli(
         "controller", "--params", str(trained.params_path), "--model", str(tmp_path / "none.pt")
     )
-    assert missing.returncode == 2 and "no world model" in missing.stderr
+    assert missing.returncode == 2 and "none.pt: checkpoint not found" in missing.stderr
     raw = yaml.safe_load(trained.params_path.read_text())
     raw["controller"]["game"] = "SpaceInvadersNoFrameskip-v4"
     other = write_params(tmp_path / "other", raw)

@@ -127,6 +127,58 @@ def test_object_scores_follow_the_ball_through_the_rollout_windows():
     assert top["player_error_h1_copy_last"] < top["player_error_h10_copy_last"]
 
 
+class ExactAutoencoder(torch.nn.Module):
+    """Its latent is the stack itself: reconstructions are the true frames, so any difference
+    between a rollout's scores and the reconstruction's comes from the rollout."""
+
+    latent_dim = 4 * 64 * 64
+
+    def encode(self, stacks: torch.Tensor) -> torch.Tensor:
+        return stacks.flatten(1)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.view(-1, 4, 64, 64)
+
+
+class OracleDynamics(torch.nn.Module):
+    """Steps to the true latents of the windows, `shift` steps ahead: a world model that knows
+    the future, to check what each horizon's score is compared with."""
+
+    latent_dim = ExactAutoencoder.latent_dim
+
+    def __init__(self, truth: torch.Tensor, shift: int = 0):
+        super().__init__()
+        self.truth, self.shift = truth, shift
+
+    def step(self, latents, actions, hidden=None):
+        k = 0 if hidden is None else int(hidden)  # the GRU state stands for the step count
+        return self.truth[:, min(k + 1 + self.shift, self.truth.shape[1] - 1)], torch.tensor(k + 1)
+
+
+def test_the_models_own_scores_at_each_horizon_are_those_of_the_frame_it_imagined_then():
+    """A world model that imagines the true future scores exactly as the reconstruction does at
+    every horizon; one that runs a step ahead does not (a scorer off by one would pass the one or
+    fail the other)."""
+    game = "BreakoutNoFrameskip-v4"
+    arrays, _ = collect_game(game, 900, num_envs=1, seed=5, progress=False, num_workers=1)
+    data = GameData(game, **{k: arrays[k] for k in ("frames", "actions", "rewards", "episode_ends", "ram")},
+                    manifest={}, directory=Path("."))  # fmt: skip
+    cfg = EvaluationConfig(horizons=6, context=3, headline_horizons=[1, 6], window_stride=4)
+    windows = cut_windows(data, 4, cfg.context, cfg.horizons, cfg.window_stride)
+    vae = ExactAutoencoder()
+    truth = vae.encode(windows.stacks.flatten(0, 1)).reshape(*windows.stacks.shape[:2], -1)
+    mean = torch.from_numpy(data.frames.mean(0) / 255.0).float()
+    scoring = object_scoring(data, cfg)
+    for shift, should_match in ((0, True), (1, False)):
+        model = WorldModel(vae, OracleDynamics(truth, shift)).eval()
+        scores = rollout_scores(model, windows, cfg.context, mean, scoring)
+        for metric in ("psnr", "moving_mse"):
+            same = np.allclose(
+                scores["model"][metric], scores["reconstruction"][metric], rtol=1e-5, atol=1e-6
+            )
+            assert same == should_match, (shift, metric)
+
+
 def test_promotion_rule():
     assert should_promote(1.0, None)[0]
     assert should_promote(2.0, 1.0) == (True, "new score 2.0000 beats champion's 1.0000")
@@ -167,12 +219,45 @@ def test_evaluate_stage_writes_scores_plots_and_promotes(trained):
         tsv = (trained.root / f"plots/psnr_{game}.tsv").read_text().splitlines()
         assert tsv[0].split("\t") == ["horizon", "model", "copy_last", "mean_frame", "reconstruction"]
         assert len(tsv) == 1 + 10
+        # the headline's mean ball recall is the mean of the model's recall over every horizon
+        if "ball_recall_h10_model" in scores and game == "BreakoutNoFrameskip-v4":
+            recall = (trained.root / f"plots/ball_recall_{game}.tsv").read_text().splitlines()[1:]
+            model_recall = [float(line.split("\t")[1]) for line in recall]
+            assert scores["ball_recall_mean_model"] == pytest.approx(np.nanmean(model_recall), abs=1e-5)
+            # what the misses are: with the recall, the shares of the scored frames add up to one
+            for h in (1, 5, 10):
+                shares = [scores[f"ball_recall_h{h}_model"]] + [
+                    scores[f"ball_{kind}_h{h}_model"] for kind in ("faded", "misplaced", "absent")
+                ]
+                assert sum(shares) == pytest.approx(1.0) or all(math.isnan(x) for x in shares)
     assert (trained.root / "plots/eval_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert on_disk["summary"]["psnr_h10_gain"] == pytest.approx(
         np.mean([on_disk["games"][g]["psnr_h10_gain"] for g in trained.games])
     )
     assert report["promotion"]["promoted"] is True
     assert tracking.alias_version(tracking.DYNAMICS_MODEL, "champion")["version"] == "1"
+
+
+def test_the_default_promotion_never_prefers_a_version_that_draws_fewer_balls(trained, tmp_path):
+    """The case that made the default: a version with more full-frame PSNR but fewer balls
+    (psnr_h10_gain 4.70 with ball recall 0.84, against 4.67 with 0.91) must not be promoted."""
+    raw = tiny_params_dict(tmp_path, trained.games)
+    del raw["evaluation"]["promote_on"]
+    params = load_params(write_params(tmp_path, raw))
+    key = params.evaluation.promote_on
+    assert key == EvaluationConfig().promote_on and "ball" in key
+    final = ckpt.final_checkpoint_path(trained.params, "dynamics")
+    run_ids = []
+    for _ in range(3):
+        with tracking.stage_run("dynamics", params) as run_id:
+            tracking.register_checkpoint(tracking.DYNAMICS_MODEL, final, {})
+            run_ids.append(run_id)
+    champion = promote(params, {"mlflow_run_id": run_ids[0]}, {"psnr_h10_gain": 4.67, key: 0.91})
+    assert champion["promoted"]
+    sharper_frames = promote(params, {"mlflow_run_id": run_ids[1]}, {"psnr_h10_gain": 4.70, key: 0.84})
+    assert not sharper_frames["promoted"]
+    more_balls = promote(params, {"mlflow_run_id": run_ids[2]}, {"psnr_h10_gain": 4.60, key: 0.93})
+    assert more_balls["promoted"]
 
 
 def test_promotion_with_two_registered_versions(trained, tmp_path):

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +16,11 @@ import yaml
 from arcadedreamer import tracking
 from arcadedreamer.config import MAX_PARAMS_BYTES, load_params
 from arcadedreamer.errors import UserError
+from arcadedreamer.fileio import lock_path_for
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.vae import VAE
 from arcadedreamer.training.common import train_step
-from conftest import collect_small, run_cli, tiny_params_dict, write_params
+from conftest import child_pids, collect_small, lock_held, run_cli, tiny_params_dict, write_params
 from test_robustness import start_cli, wait_for
 
 GAME = "PongNoFrameskip-v4"
@@ -271,13 +273,15 @@ def test_a_dream_keeps_its_gif_when_tracking_fails(trained, tmp_path):
 # ---------------------------------------------------------------- processes
 def test_kill_9_of_collect_takes_its_workers_and_lock_with_it(project):
     root, params = project
-    proc = start_cli("collect", "--frames", "3000000", "--params", str(params))
-    lock = root / "data" / f".collected.{GAME}.lock"
-    assert wait_for(lock.exists)
-    time.sleep(3.0)  # workers are playing
+    proc = start_cli("collect", "--frames", "1000000", "--params", str(params))
+    lock = lock_path_for("collect", root / "data/collected" / GAME)
+    assert wait_for(lambda: lock_held(lock))
+    assert wait_for(lambda: child_pids(proc.pid)), "its emulators are playing"
+    workers = child_pids(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    time.sleep(0.5)
+    assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers)), "workers die with it"
+    assert not lock_held(lock)
     again = run_cli("collect", "--frames", "200", "--params", str(params))
     assert again.returncode == 0, again.stderr
 
@@ -289,7 +293,7 @@ def test_a_second_training_of_the_same_stage_is_refused(project):
     params = write_params(root, raw)
     assert run_cli("collect", "--params", str(params)).returncode == 0
     first = start_cli("train", "--stage", "vae", "--params", str(params))
-    assert wait_for((root / "checkpoints" / ".vae.lock").exists)
+    assert wait_for(lambda: lock_held(lock_path_for("train-vae", root / "checkpoints")))
     second = run_cli("train", "--stage", "vae", "--params", str(params))
     first.send_signal(signal.SIGINT)
     first.communicate(timeout=120)

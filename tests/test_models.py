@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from arcadedreamer.data.preprocessing import NO_REWARD
-from arcadedreamer.models.dynamics import Dynamics, scheduled_sampling_mask
+from arcadedreamer.models.dynamics import (
+    DecodedFrameLoss,
+    Dynamics,
+    decoded_steps,
+    sampling_prob_at,
+    scheduled_sampling_mask,
+)
 from arcadedreamer.models.vae import MAX_LOGVAR, VAE, vae_loss
 from arcadedreamer.models.world_model import WorldModel
 
@@ -172,13 +178,17 @@ def test_dynamics_overfits_one_batch():
     steps[:, 0] = torch.linspace(-0.3, 0.3, 18)  # each action moves the latent by its own amount
     latents = torch.cumsum(torch.cat([torch.zeros(16, 1, 8), steps[actions]], dim=1), dim=1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = model.compute_loss(latents, actions, *no_events(actions), 0.0, 1)["latent_loss"].item()
+    first = model.compute_loss(latents, actions, *no_events(actions), sampling_prob=0.0, burn_in=1)[
+        "latent_loss"
+    ].item()
     for _ in range(300):
-        losses = model.compute_loss(latents, actions, *no_events(actions), 0.5, 1)
+        losses = model.compute_loss(latents, actions, *no_events(actions), sampling_prob=0.5, burn_in=1)
         opt.zero_grad()
         losses["loss"].backward()
         opt.step()
-    last = model.compute_loss(latents, actions, *no_events(actions), 1.0, 1)["latent_loss"].item()
+    last = model.compute_loss(latents, actions, *no_events(actions), sampling_prob=1.0, burn_in=1)[
+        "latent_loss"
+    ].item()
     assert last < first / 20, f"open-loop loss fell only from {first:.4f} to {last:.4f}"
 
 
@@ -192,7 +202,12 @@ def test_scheduled_sampling_uses_predictions_at_the_configured_rate():
     model = Dynamics(latent_dim=8, hidden_size=16)
     latents, actions = torch.randn(64, 21, 8), torch.randint(0, 18, (64, 20))
     losses = model.compute_loss(
-        latents, actions, *no_events(actions), 0.5, 4, torch.Generator().manual_seed(1)
+        latents,
+        actions,
+        *no_events(actions),
+        sampling_prob=0.5,
+        burn_in=4,
+        generator=torch.Generator().manual_seed(1),
     )
     assert abs(losses["sampled_fraction"].item() - 0.5) < 0.05
 
@@ -203,7 +218,11 @@ def test_teacher_forcing_matches_the_parallel_forward():
     latents, actions = torch.randn(4, 9, 8), torch.randint(0, 18, (4, 8))
     expected = F.mse_loss(model(latents[:, :-1], actions), latents[:, 1:])
     assert torch.isclose(
-        model.compute_loss(latents, actions, *no_events(actions), 0.0, 1)["latent_loss"], expected, atol=1e-6
+        model.compute_loss(latents, actions, *no_events(actions), sampling_prob=0.0, burn_in=1)[
+            "latent_loss"
+        ],
+        expected,
+        atol=1e-6,
     )
 
 
@@ -220,3 +239,54 @@ def test_a_recording_is_encoded_once_per_full_stack_at_its_last_frame():
     with torch.no_grad():
         expected = vae.encode(frames[5:9].float()[None] / 255)[0]
     torch.testing.assert_close(latents[8], expected)
+
+
+def test_self_feeding_ramps_from_its_start_to_its_final_probability():
+    assert [sampling_prob_at(e, 5, 0.5, 1.0, 0.5) for e in range(1, 6)] == [0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [sampling_prob_at(e, 3, 0.5, 1.0, 1.0) for e in range(1, 4)] == [0.5, 0.75, 1.0]
+    assert sampling_prob_at(1, 10, 0.5, 0.5, 0.0) == 0.5, "the original: constant"
+    assert sampling_prob_at(1, 10, 0.2, 1.0, 0.0) == 1.0, "no ramp: the final value throughout"
+    assert sampling_prob_at(1, 1, 0.2, 0.9, 0.5) == 0.9, "one epoch: the final value"
+
+
+def test_decoded_steps_are_distinct_open_loop_predictions():
+    g = torch.Generator().manual_seed(0)
+    rows, steps = decoded_steps(batch=4, steps=10, burn_in=3, count=12, generator=g)
+    assert len(rows) == 12 and rows.min() >= 0 and rows.max() <= 3
+    assert steps.min() >= 2 and steps.max() <= 9, "from the burn-in's last step (2) to the last (9)"
+    assert len(set(zip(rows.tolist(), steps.tolist()))) == 12, "no pair twice"
+    rows, steps = decoded_steps(batch=2, steps=4, burn_in=3, count=100)
+    assert len(rows) == 4, "at most every open-loop prediction of the batch"
+
+
+def test_the_decoded_loss_scores_predictions_in_pixels_and_trains_only_the_dynamics():
+    """Decoding the true latent scores better than a wrong one, and the loss's gradient reaches
+    the GRU but never the frozen VAE."""
+    torch.manual_seed(0)
+    vae = VAE().eval().requires_grad_(False)
+    frames = (torch.rand(12, 64, 64) * 255).to(torch.uint8)  # a recording of 12 frames
+    decoded = DecodedFrameLoss(vae, frames, loss="bce", surprise=0.5, samples=4, weight=1.0)
+    with torch.no_grad():
+        stacks = frames[torch.arange(4, 8)[:, None] + torch.arange(-3, 1)].float() / 255
+        true = vae.encode(stacks)
+    right = decoded(true, torch.arange(4, 8))
+    wrong = decoded(true.flip(0), torch.arange(4, 8))
+    assert right < wrong
+    model = Dynamics(latent_dim=64, hidden_size=16)
+    latents, actions = torch.randn(2, 6, 64), torch.randint(0, 18, (2, 5))
+    losses = model.compute_loss(
+        latents,
+        actions,
+        *no_events(actions),
+        torch.tensor([3, 4]),
+        sampling_prob=1.0,
+        burn_in=2,
+        generator=torch.Generator().manual_seed(0),
+        decoded=decoded,
+    )
+    assert losses["frame_loss"] > 0
+    losses["loss"].backward()
+    assert model.gru.weight_ih_l0.grad.abs().sum() > 0
+    assert all(p.grad is None for p in vae.parameters())
+    without = model.compute_loss(latents, actions, *no_events(actions), sampling_prob=1.0, burn_in=2)
+    assert without["frame_loss"] == 0

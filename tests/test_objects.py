@@ -7,11 +7,15 @@ import pytest
 from arcadedreamer.data.objects import GAMES, ObjectBoxes, box_coverage, object_boxes
 from arcadedreamer.data.preprocessing import preprocess_frame
 from arcadedreamer.evaluation.objects import (
+    OUTCOMES,
     PLAYER_READABLE,
     ball_hits,
+    ball_outcomes,
     false_balls,
     object_scores,
     object_truth,
+    outcome_shares,
+    player_outcomes,
     player_positions,
 )
 
@@ -216,3 +220,103 @@ def test_player_error_is_the_distance_in_frame_pixels_and_a_missing_player_the_h
     blank = np.zeros_like(frame)
     assert scores(blank, truth).player_error > 25
     assert PLAYER_READABLE == 2.0
+
+
+# --- what a miss is ----------------------------------------------------------------------------
+
+
+def ball_outcome(pred, truth) -> str:
+    outcome = ball_outcomes(pred, truth, BREAKOUT, 2, 0.5, float(truth.mass[0]))[0]
+    return OUTCOMES[outcome]
+
+
+def diagonal_streak(frame, truth, length):
+    """The true ball's brightness spread along a diagonal of `length` pixels through its centre."""
+    streak = frame.copy()
+    streak[0] = truth.erased[0]
+    row, col = int(truth.centres[0, 1]), int(truth.centres[0, 0])
+    for k in range(length):
+        streak[0, row - length // 2 + k, col - length // 2 + k] += truth.mass[0] / length
+    return streak
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("right place", "hit"),
+        ("short streak", "hit"),
+        ("dim", "faded"),
+        ("long streak", "faded"),
+        ("4 pixels right", "misplaced"),
+        ("two balls, the bright one elsewhere", "misplaced"),
+        ("none", "absent"),
+        ("a trace", "absent"),
+    ],
+)
+def test_a_ball_miss_is_faded_misplaced_or_absent(name, expected):
+    frame, boxes = synthetic()
+    truth = object_truth(frame, boxes, BREAKOUT)
+    ball = 0.43 * box_coverage(boxes.ball[0], 64)[None]
+    no_ball = frame - ball
+    elsewhere, _ = synthetic(ball_xy=(80, 140))
+    pred = {
+        "right place": frame,
+        "short streak": diagonal_streak(frame, truth, 3),  # two of its pixels in one block: 2/3 bright
+        "dim": no_ball + 0.3 * ball,  # 0.3 of the brightness: under visibility 0.5, over FAINT 0.2
+        "long streak": diagonal_streak(frame, truth, 7),  # a block holds 2/7 of the ball
+        "4 pixels right": elsewhere,
+        "two balls, the bright one elsewhere": elsewhere + 0.3 * ball,
+        "none": no_ball,
+        "a trace": no_ball + 0.1 * ball,
+    }[name]
+    assert ball_outcome(pred.astype(np.float32), truth) == expected
+
+
+def test_the_ball_shares_add_up_to_one_and_recall_is_the_hit_share():
+    frame, boxes = synthetic()
+    four = ObjectBoxes(ball=np.repeat(boxes.ball, 4, 0), player=np.repeat(boxes.player, 4, 0))
+    truth = object_truth(np.repeat(frame, 4, 0), four, BREAKOUT)
+    ball = 0.43 * box_coverage(boxes.ball[0], 64)
+    preds = np.repeat(frame, 4, 0)
+    preds[1] -= 0.7 * ball  # faded
+    preds[2] -= ball  # absent
+    preds[3] -= ball  # absent
+    result = object_scores(preds, truth, BREAKOUT, 2, 0.5, float(truth.mass[0]))
+    assert (result.ball_recall, result.ball_faded, result.ball_misplaced, result.ball_absent) == (
+        0.25,
+        0.25,
+        0.0,
+        0.5,
+    )
+    assert outcome_shares(np.array([-1, -1])) == dict.fromkeys(OUTCOMES, pytest.approx(np.nan, nan_ok=True))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("right place", "hit"),
+        ("1 pixel off", "hit"),
+        ("10 pixels off", "misplaced"),
+        ("dim", "faded"),
+        ("smeared over the track", "faded"),
+        ("none", "absent"),
+    ],
+)
+def test_a_paddle_miss_is_faded_misplaced_or_absent(name, expected):
+    frame, boxes = synthetic(paddle_x=72)  # centred in the track: a smear keeps its centre
+    truth = object_truth(frame, boxes, BREAKOUT)
+    paddle = 0.43 * box_coverage(boxes.player[0], 64)[None]
+    no_paddle = frame - paddle
+    rows = slice(int(189 * 64 / 210), int(np.ceil(193 * 64 / 210)))
+    smeared = no_paddle.copy()
+    smeared[0, rows, 4:60] += paddle.sum() / (56 * (rows.stop - rows.start))
+    pred = {
+        "right place": frame,
+        "1 pixel off": synthetic(paddle_x=74)[0],  # 2.5 screen pixels = 1 frame pixel
+        "10 pixels off": synthetic(paddle_x=97)[0],
+        "dim": no_paddle + 0.3 * paddle,
+        "smeared over the track": smeared,
+        "none": no_paddle,
+    }[name]
+    outcome = player_outcomes(pred.astype(np.float32), truth, BREAKOUT, tolerance=2, visibility=0.5)[0]
+    assert OUTCOMES[outcome] == expected

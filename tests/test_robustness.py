@@ -18,7 +18,8 @@ from arcadedreamer.config import load_params
 from arcadedreamer.data import storage
 from arcadedreamer.data.storage import load_game_data
 from arcadedreamer.errors import UserError
-from conftest import CLI, collect_small, run_cli, tiny_params_dict, write_params
+from arcadedreamer.fileio import lock_path_for
+from conftest import CLI, child_pids, collect_small, lock_held, run_cli, tiny_params_dict, write_params
 
 GAME = "PongNoFrameskip-v4"
 
@@ -110,8 +111,9 @@ def test_sigterm_during_collection_keeps_the_previous_data(project):
     assert run_cli("collect", "--params", str(params)).returncode == 0
     game_dir = root / "data/collected" / GAME
     before = json.loads((game_dir / "manifest.json").read_text())["content_hash"]
-    proc = start_cli("collect", "--frames", "2000000", "--params", str(params))
-    time.sleep(8.0)  # well into the emulation
+    proc = start_cli("collect", "--frames", "1000000", "--params", str(params))
+    assert wait_for(lambda: lock_held(lock_path_for("collect", game_dir)))
+    assert wait_for(lambda: child_pids(proc.pid)), "its emulators are playing"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
@@ -164,18 +166,47 @@ def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes
     assert (root / "checkpoints/vae/vae_epoch_4.pt").exists()
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_closed_as_killed_at_the_next_start(project):
+    """SIGKILL leaves no time to end the MLflow run; the next stage to start on this machine
+    ends it as KILLED (its process is gone), so the UI does not show it running for ever."""
+    root, params = project
+    raw = tiny_params_dict(root, [GAME], frames=1200)
+    raw["vae"]["epochs"] = 50
+    params = write_params(root, raw)
+    assert run_cli("collect", "--params", str(params)).returncode == 0
+    proc = start_cli("train", "--stage", "vae", "--params", str(params))
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+
+    def running() -> list:
+        try:
+            found = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")
+        except Exception:  # the database is being created by the stage
+            return []
+        return [r for r in found if r.info.status == "RUNNING"]
+
+    assert wait_for(running)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    abandoned = running()[0].info.run_id
+    assert not (root / "checkpoints/vae/vae_epoch_1.pt").exists(), "killed before its first checkpoint"
+    raw["vae"]["epochs"] = 1
+    again = run_cli("train", "--stage", "vae", "--params", str(write_params(root, raw)))
+    assert again.returncode == 0, again.stderr
+    assert mlflow.get_run(abandoned).info.status == "KILLED"
+    assert running() == []
+
+
 # ---------------------------------------------------------------- concurrency
 def test_two_collects_of_the_same_game_do_not_corrupt_each_other(project):
     root, params = project
-    first = start_cli("collect", "--frames", "40000", "--params", str(params))
-    lock = root / "data" / f".collected.{GAME}.lock"
-    assert wait_for(lock.exists)
-    time.sleep(1.5)
+    # long enough that the first still holds the lock when the second has started up
+    first = start_cli("collect", "--frames", "100000", "--params", str(params))
+    assert wait_for(lambda: lock_held(lock_path_for("collect", root / "data/collected" / GAME)))
     second = run_cli("collect", "--frames", "300", "--params", str(params))
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2 and "is already being written by another process" in second.stderr
-    assert len(load_game_data(root / "data/collected" / GAME)) == 40000
+    assert len(load_game_data(root / "data/collected" / GAME)) == 100000
 
 
 def _log_many(db: str, worker: int) -> None:

@@ -26,7 +26,7 @@ def free_port() -> int:
 def post(port: int, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/invocations",
-        data=json.dumps(body).encode(),
+        data=json.dumps(body).encode(),  # NaN and Infinity as Python's json writes them
         headers={"Content-Type": "application/json"},
     )
     try:
@@ -36,8 +36,9 @@ def post(port: int, body: dict) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-@pytest.fixture()
-def server(trained, tmp_path):
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("serve")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{trained.root / 'mlflow.db'}"
@@ -92,15 +93,60 @@ def test_the_served_world_model_dreams_and_refuses_a_bad_request_in_one_line(ser
     status, body = post(server, {"inputs": np.zeros((1, 3)).tolist()})
     assert status == 400 and "does not match expected shape (-1, -1, 4, 64, 64)" in body["message"], body
     assert "Traceback" not in json.dumps(body) and "stack_trace" not in body
-    # what the signature cannot say: the model's own one-line answer (MLflow's server puts its
-    # "Failed to predict data '…'." line before it)
+    # what the signature cannot say: the model's own one-line answer, without the input echoed back
     status, body = post(server, {"inputs": context.tolist(), "params": {"actions": [0]}})
-    assert status == 400, body
-    assert body["message"].splitlines()[-1] == (
-        "Error: params.actions: give 1 ALE action ids (0-17) between the 2 context stacks, "
-        "then one per step to imagine; got 1"
-    )
+    assert (status, body["message"]) == (
+        400,
+        "params.actions: give 1 ALE action ids between the 2 context stacks, then one per step to "
+        "imagine; got 1 in all",
+    ), body
     assert "stack_trace" not in body
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        (
+            "a negative action",
+            "params.actions: each action is an ALE action id, a whole number in 0…17; got '-1'",
+        ),
+        ("a NaN pixel", "inputs: every pixel must be a finite number in [0, 1] (found NaN or infinity)"),
+        (
+            "an infinite pixel",
+            "inputs: every pixel must be a finite number in [0, 1] (found NaN or infinity)",
+        ),
+        ("a pixel of 255", "inputs: every pixel must lie in [0, 1] (gray levels / 255)"),
+        (
+            "3 dreams of 1 000 steps",
+            "at most 10000 steps a dream and 2048 imagined frames a request (batch × steps); got 3 × 1000: "
+            "split it into several requests",
+        ),
+        (
+            "a million actions",
+            "params.actions: at most 10064 actions, got 1000000",
+        ),
+    ],
+)
+def test_the_served_world_model_refuses_what_it_cannot_answer_in_one_line(server, case, message):
+    """Bad values answer 400 at once, with the problem alone (never the input echoed back, never
+    NaN predictions, never a dream the server cannot hold)."""
+    context = np.zeros((1, 2, 4, 64, 64), dtype=np.float32)
+    actions = [0, 1, 3, 3]
+    if case == "a negative action":
+        actions = [0, -1, 3]
+    elif case == "a NaN pixel":
+        context[0, 0, 0, 0, 0] = np.nan
+    elif case == "an infinite pixel":
+        context[0, 1, 3, 10, 10] = np.inf
+    elif case == "a pixel of 255":
+        context[0, 1, 3, 10, 10] = 255
+    elif case == "3 dreams of 1 000 steps":
+        context = np.zeros((3, 2, 4, 64, 64), dtype=np.float32)
+        actions = [0] * 1001
+    elif case == "a million actions":
+        actions = [0] * 1_000_000
+    status, body = post(server, {"inputs": context.tolist(), "params": {"actions": actions}})
+    assert (status, body["message"]) == (400, message)
 
 
 def test_a_registered_version_carries_its_code_signature_and_example(trained):

@@ -14,7 +14,7 @@ from conftest import PROJECT_ROOT
 PACKAGE = PROJECT_ROOT / "src" / "arcadedreamer"
 # config ← data ← models ← training / evaluation / viz / control ← cli (README: Layout); utilities below all
 LAYERS = {
-    "errors": 0, "fileio": 0, "interrupts": 0, "progress": 0, "config": 0,
+    "errors": 0, "fileio": 0, "interrupts": 0, "progress": 0, "config": 0, "provenance": 0, "preflight": 0,
     "data": 1, "tracking": 1,
     "models": 2,
     "training": 3, "evaluation": 3, "viz": 3, "control": 3, "registry_model": 3,

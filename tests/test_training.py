@@ -137,7 +137,41 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(trained, tmp_pa
         assert torch.equal(straight[key], resumed[key]), key
 
 
-def test_compiled_dynamics_training_learns_and_saves_plain_weights(trained, tmp_path):
+@pytest.mark.parametrize("recipe", ["original", "open loop and the decoded loss"])
+def test_dynamics_resume_reaches_the_same_weights_as_an_uninterrupted_run(trained, tmp_path, recipe):
+    """Resumed after epoch 1, the dynamics ends bit-identical to a run never stopped: weights,
+    optimizer, schedule, the self-feeding ramp and the decoded loss's draws all pick up."""
+    from arcadedreamer.training.dynamics_trainer import train_dynamics
+
+    raw = tiny_params_dict(tmp_path, trained.games)
+    raw["data"]["out_dir"] = str(trained.root / "data/collected")
+    raw["dynamics"]["epochs"] = 2
+    if recipe != "original":
+        raw["dynamics"].update(
+            scheduled_sampling_final=1.0,
+            scheduled_sampling_ramp=1.0,
+            decoded_loss_weight=1.0,
+            decoded_loss_samples=4,
+        )
+    raw["tracking"]["register_models"] = False
+    params = load_params(write_params(tmp_path, raw))
+    vae = ckpt.final_checkpoint_path(trained.params, "vae")
+    first = train_dynamics(params, vae_checkpoint=vae, progress=False)
+    straight = ckpt.load_checkpoint(ckpt.checkpoint_path(params, "dynamics", 2))["model"]
+    ckpt.checkpoint_path(params, "dynamics", 2).unlink()  # as if stopped after epoch 1
+    again = train_dynamics(params, vae_checkpoint=vae, resume=True, progress=False)
+    resumed = ckpt.load_checkpoint(ckpt.checkpoint_path(params, "dynamics", 2))["model"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert again["sampled_fraction"] == first["sampled_fraction"]
+    if recipe != "original":
+        assert first["sampled_fraction"] == 1.0 and first["train_frame_loss"] > 0
+
+
+def test_compiled_dynamics_training_takes_steps_and_saves_plain_weights(trained, tmp_path):
+    """torch.compile's training moves every part of the model off its initial weights, and the
+    checkpoint holds the plain module's names. (Learning itself: test_models' overfitting tests,
+    on data with something to learn; these tiny recordings barely move.)"""
     from arcadedreamer.models.dynamics import Dynamics
     from arcadedreamer.training.dynamics_trainer import train_dynamics
 
@@ -153,7 +187,12 @@ def test_compiled_dynamics_training_learns_and_saves_plain_weights(trained, tmp_
     assert 0 < summary["train_loss"] < float("inf")
     weights = ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "dynamics"))["model"]
     assert not any(key.startswith("_orig_mod") for key in weights)
-    Dynamics(64, 18, 32, params.dynamics.head_size).load_state_dict(weights)  # loads into a plain module
+    model = Dynamics(64, 18, 32, params.dynamics.head_size)
+    model.load_state_dict(weights)  # loads into a plain module
+    torch.manual_seed(params.training.seed + params.dynamics.seed)
+    initial = Dynamics(64, 18, 32, params.dynamics.head_size).state_dict()
+    for key in ("gru.weight_ih_l0", "gru.weight_hh_l0", "head.weight", "events.reward.0.weight"):
+        assert not torch.equal(weights[key], initial[key]), f"{key} never moved"
 
 
 def test_precision_bf16_runs_both_models_under_bf16_autocast_with_fp32_gradients():
@@ -176,7 +215,7 @@ def test_precision_bf16_runs_both_models_under_bf16_autocast_with_fp32_gradients
         logits, mu, logvar = vae(frames, torch.Generator().manual_seed(0))
         vae_losses = vae_loss(frames, logits, mu, logvar, beta=1e-4, loss="bce")
         dynamics_losses = dynamics.compute_loss(
-            latents, actions, torch.ones_like(actions), torch.zeros(4, 8), 0.5, 4
+            latents, actions, torch.ones_like(actions), torch.zeros(4, 8), sampling_prob=0.5, burn_in=4
         )
     assert mu.dtype == torch.bfloat16, "the encoder ran in bf16"
     for losses, model in ((vae_losses, vae), (dynamics_losses, dynamics)):

@@ -22,7 +22,7 @@ from arcadedreamer.config import (
     load_params,
 )
 from arcadedreamer.errors import UserError
-from arcadedreamer.fileio import check_output_path, exclusive_lock
+from arcadedreamer.fileio import check_output_path, exclusive_lock, lock_path_for
 
 app = typer.Typer(
     add_completion=False,
@@ -149,7 +149,7 @@ def train(
         )
         raise UserError(f"--vae-checkpoint: {vae_checkpoint} not found; {hint}")
     # one training of a stage at a time in a project (the second would overwrite the first's checkpoints)
-    lock = Path(cfg.training.checkpoint_dir) / f".{stage}.lock"
+    lock = lock_path_for(f"train-{stage}", cfg.training.checkpoint_dir)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 holds it for all
     with (
         exclusive_lock(lock, f"{stage} training in {cfg.training.checkpoint_dir}")
@@ -179,28 +179,10 @@ def train(
 
 
 def _resolve_model(model: str | None, params: Params) -> Path:
-    """A checkpoint path, a `models:/…` URI, or by default the registry's @champion, then @latest."""
-    from arcadedreamer import tracking
-    from arcadedreamer.models.checkpoints import final_checkpoint_path
+    """A checkpoint path, a `models:/…` URI, or by default the registry's @champion."""
+    from arcadedreamer.models.checkpoints import resolve_world_model
 
-    if model and not model.startswith("models:/"):
-        return Path(model)
-    if model:
-        return tracking.resolve_model_checkpoint(model, params)
-    for alias in ("champion", "latest"):
-        try:
-            return tracking.resolve_model_checkpoint(f"models:/{tracking.DYNAMICS_MODEL}@{alias}", params)
-        except tracking.TrackingError:
-            raise  # the store itself failed (down, refused the credentials): not "no model"
-        except UserError:
-            continue
-    fallback = final_checkpoint_path(params, "dynamics")
-    if fallback.exists():
-        return fallback
-    raise UserError(
-        f"no world model: nothing registered as {tracking.DYNAMICS_MODEL} and no {fallback}; "
-        "train one with `make repro` (or `arcadedreamer train --stage dynamics`)"
-    )
+    return resolve_world_model(model, params)
 
 
 def _resolve_agent(agent: str, params: Params) -> Path:
@@ -214,7 +196,9 @@ def _resolve_agent(agent: str, params: Params) -> Path:
 
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", help="Checkpoint path or models:/NAME@alias (default: @champion, then @latest)."),
+    typer.Option(
+        "--model", help="Checkpoint path or models:/NAME@alias (default: @champion; before any, the newest)."
+    ),
 ]
 
 
@@ -444,6 +428,10 @@ def _run_app(argv: list[str] | None) -> int:
 
 
 def run() -> None:
+    # one line per epoch is the progress in a log or a pipe (dvc repro): write each line as it comes
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     sys.exit(main())
 
 

@@ -152,7 +152,18 @@ class DynamicsConfig(_Section):
     hidden_size: int = Field(256, gt=0, le=MAX_WIDTH)
     num_actions: Literal[18] = 18
     epochs: int = Field(100, gt=0, le=MAX_EPOCHS)
-    scheduled_sampling_prob: float = Field(0.5, ge=0, le=1)
+    scheduled_sampling_prob: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Per step after the burn-in: fed the model's own prediction (first epoch).",
+    )
+    scheduled_sampling_final: float = Field(
+        0.5, ge=0, le=1, description="... rising linearly to this (1: open loop, as the dream runs) ..."
+    )
+    scheduled_sampling_ramp: float = Field(
+        0.0, ge=0, le=1, description="... over this fraction of the epochs (0: the final value throughout)."
+    )
     seq_len: int = Field(32, gt=1, le=MAX_STEPS, description="Latent steps per training sequence.")
     burn_in: int = Field(
         4,
@@ -160,8 +171,29 @@ class DynamicsConfig(_Section):
         le=MAX_STEPS,
         description="Leading steps of each training sequence always fed the true latent.",
     )
+    sequence_stride: int = Field(
+        1, gt=0, le=MAX_STEPS, description="Frames between the starts of training sequences (1: every frame)."
+    )
+    decoded_loss_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1e6,
+        description="Predicted latents decoded and scored by the VAE's loss, this much (0: off).",
+    )
+    decoded_loss_samples: int = Field(
+        8,
+        ge=0,
+        le=MAX_BATCH,
+        description="Predictions per batch the decoded loss scores (each costs a decode).",
+    )
     head_size: int = Field(
         128, gt=0, le=MAX_WIDTH, description="Hidden units of the reward and game-over heads."
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Added to training.seed for the dynamics alone: several dynamics seeds share one VAE.",
     )
     max_event_weight: float = Field(
         1000.0,
@@ -208,6 +240,16 @@ class TrainingConfig(_Section):
 
 
 OBJECT_METRICS = ("ball_recall", "false_ball_rate", "player_error")  # evaluation/objects.py
+# what the misses are (evaluation/objects.py: OUTCOMES): shares of the scored frames
+MISS_METRICS = (
+    "ball_faded",
+    "ball_misplaced",
+    "ball_absent",
+    "player_recall",
+    "player_faded",
+    "player_misplaced",
+    "player_absent",
+)
 
 
 class EvaluationConfig(_Section):
@@ -220,8 +262,14 @@ class EvaluationConfig(_Section):
         description="Frames between evaluation windows' starts (0: windows do not overlap).",
     )
     headline_horizons: list[int] = Field(default_factory=lambda: [1, 10, 50], min_length=1, max_length=64)
-    promote_on: str = Field("psnr_h10_gain", description="eval.json key averaged over games.")
+    promote_on: str = Field(
+        "ball_recall_mean_model",
+        description="eval.json key averaged over games (default: the dream's ball recall over every horizon).",
+    )
     ball_tolerance: int = Field(2, ge=0, le=8, description="Frame pixels a drawn ball may be off.")
+    player_tolerance: int = Field(
+        2, ge=0, le=16, description="Frame pixels a drawn player's centre may be off."
+    )
     ball_visibility: float = Field(
         0.5, gt=0, le=1, description="Fraction of the true ball's brightness a drawn ball needs."
     )
@@ -235,7 +283,9 @@ class EvaluationConfig(_Section):
         keys += [
             f"{m}_h{h}_{who}" for m in OBJECT_METRICS for h in horizons for who in ("model", "copy_last")
         ]
-        return keys + ["recon_gain_over_mean_frame", "recon_psnr"] + [f"recon_{m}" for m in OBJECT_METRICS]
+        keys += [f"{m}_h{h}_model" for m in MISS_METRICS for h in horizons] + ["ball_recall_mean_model"]
+        recon = [f"recon_{m}" for m in (*OBJECT_METRICS, *MISS_METRICS)]
+        return keys + ["recon_gain_over_mean_frame", "recon_psnr", *recon]
 
     @model_validator(mode="after")
     def _headline_within(self) -> EvaluationConfig:

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,23 @@ def describe_os_error(path: Path, exc: OSError) -> str:
         return f"{path}: is a directory; give a file path"
     return f"{path}: cannot write ({exc.strerror or exc})"
 
+
+def describe_write_failure(path: Path, exc: BaseException) -> str:
+    """One line for any failed write: an OSError by its errno; anything else (torch.save and
+    image writers raise their own types) by the free space left, the usual cause."""
+    if isinstance(exc, OSError):
+        return describe_os_error(path, exc)
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else ".").free
+    except OSError:
+        free = None
+    if free is not None and free < LOW_SPACE:
+        return f"{path}: no space left on device ({free // 1024} KiB free); free some space and run again"
+    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return f"{path}: cannot write ({first})"
+
+
+LOW_SPACE = 16 << 20  # bytes: under this free, a failed write is put down to a full disk
 
 SYSTEM_TREES = ("/proc", "/sys", "/dev")
 
@@ -100,6 +118,43 @@ def _umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def replaced_together(*targets: str | Path) -> Iterator[list[Path]]:
+    """A scratch path beside each target (a file or a folder) to write into; when the block
+    ends without error each is renamed onto its target, one after the other at the end, so a
+    stage that fails leaves its earlier outputs as they were, never half of its new ones."""
+    finals = [Path(t) for t in targets]
+    scratch = []
+    try:
+        for final in finals:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+            scratch.append(folder)
+    except OSError as exc:
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise UserError(describe_os_error(finals[len(scratch)], exc)) from None
+    staged = [folder / final.name for folder, final in zip(scratch, finals)]
+    try:
+        yield staged
+        for final, new in zip(finals, staged):
+            if new.is_dir():
+                os.chmod(new, 0o777 & ~_umask())
+                old = final.with_name(f".{final.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                if final.exists():
+                    os.replace(final, old)
+                os.replace(new, final)
+                shutil.rmtree(old, ignore_errors=True)
+            elif new.exists():
+                os.replace(new, final)
+    except OSError as exc:
+        raise UserError(describe_os_error(finals[0], exc)) from None
+    finally:
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
         handle.write(data)
@@ -135,11 +190,21 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def lock_path_for(kind: str, target: str | Path) -> Path:
+    """Where the lock of writing `target` lives: one file per kind and absolute target, in the
+    system's temporary folder — never inside an output folder, where DVC would hash it."""
+    digest = hashlib.sha256(os.path.abspath(target).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "arcadedreamer-locks" / f"{kind}-{digest}.lock"
+
+
 @contextlib.contextmanager
 def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[None]:
     """Refuse (rather than wait) when another process is already writing the same thing."""
     lock_path = Path(lock_path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(describe_os_error(lock_path, exc)) from None
     with open(lock_path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -22,10 +22,53 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
+from arcadedreamer.config import MAX_DREAM_STEPS
 
-def bad_request(message: str) -> MlflowException:
-    """A one-line HTTP 400 answer (MlflowException carries no stack trace to the client)."""
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+# What one request may ask for: the CLI's bound on a dream's steps, and a total the server can
+# hold and send (each imagined or reconstructed frame is 16 KiB as float32, ~10x that as JSON).
+MAX_STEPS = MAX_DREAM_STEPS  # imagined steps of one dream, as on the command line
+MAX_FRAMES = 2_048  # frames answered per request: batch × steps (VAE: batch × 4)
+MAX_CONTEXT = 64  # context stacks per dream
+
+
+class BadRequest(MlflowException):
+    """A one-line HTTP 400 answer sent as it is.
+
+    MLflow's server rewrites an MlflowException's message into "Failed to predict data
+    '<the whole input>'. Error: …", echoing a request of megabytes back; this message keeps
+    the first value it is given, so the client reads the problem alone.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
+
+def bad_request(message: str) -> BadRequest:
+    return BadRequest(message)
+
+
+def checked_frames(model_input, shape: str, dims: int) -> torch.Tensor:
+    """The request's frames as float32 (…, 4, 64, 64) of `dims` dimensions, finite, in [0, 1]."""
+    try:
+        frames = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+    except (TypeError, ValueError):
+        raise bad_request(f"inputs: expected numbers shaped {shape}") from None
+    if frames.dim() != dims or tuple(frames.shape[-3:]) != (4, 64, 64):
+        raise bad_request(f"inputs: expected {shape}, got {tuple(frames.shape)}")
+    if frames.numel() and not torch.isfinite(frames).all():
+        raise bad_request("inputs: every pixel must be a finite number in [0, 1] (found NaN or infinity)")
+    if frames.numel() and (frames.min() < 0 or frames.max() > 1):
+        raise bad_request("inputs: every pixel must lie in [0, 1] (gray levels / 255)")
+    return frames
 
 
 class ArcadeDreamerModel(PythonModel):
@@ -49,39 +92,43 @@ class ArcadeDreamerModel(PythonModel):
         self.world = world_model_from_checkpoint(checkpoint) if self.stage == "dynamics" else None
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        frames = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         if self.stage == "controller":
-            return self._act(frames)
+            return self._act(checked_frames(model_input, "episodes of frame stacks (B, T, 4, 64, 64)", 5))
         if self.world is None:
-            if frames.dim() != 4 or tuple(frames.shape[1:]) != (4, 64, 64):
-                raise bad_request(f"expected frame stacks of shape (B, 4, 64, 64), got {tuple(frames.shape)}")
+            frames = checked_frames(model_input, "frame stacks (B, 4, 64, 64)", 4)
+            if len(frames) * 4 > MAX_FRAMES:
+                raise bad_request(f"inputs: at most {MAX_FRAMES // 4} stacks a request, got {len(frames)}")
             with torch.no_grad():
                 return self.vae.decode(self.vae.encode(frames)).numpy()
+        frames = checked_frames(model_input, "context stacks (B, C, 4, 64, 64)", 5)
         return self._imagine(frames, (params or {}).get("actions"))
 
     def _act(self, stacks: torch.Tensor) -> np.ndarray:
-        if stacks.dim() != 5 or tuple(stacks.shape[2:]) != (4, 64, 64):
+        if stacks.shape[0] * stacks.shape[1] > MAX_FRAMES:
             raise bad_request(
-                f"expected episodes of frame stacks (B, T, 4, 64, 64), got {tuple(stacks.shape)}"
+                f"inputs: at most {MAX_FRAMES} frame stacks a request (batch × steps), got "
+                f"{stacks.shape[0]} × {stacks.shape[1]}"
             )
         self.agent.reset()
         actions = [self.agent.act(stacks[:, t]) for t in range(stacks.shape[1])]
         return torch.stack(actions, dim=1).numpy()
 
     def _imagine(self, stacks: torch.Tensor, actions) -> np.ndarray:
-        if stacks.dim() != 5 or tuple(stacks.shape[2:]) != (4, 64, 64):
-            raise bad_request(
-                f"expected context stacks of shape (B, C, 4, 64, 64), got {tuple(stacks.shape)}"
-            )
-        context = stacks.shape[1]
-        actions = np.asarray(actions if actions is not None else [], dtype=np.int64).reshape(-1)
+        batch, context = stacks.shape[:2]
+        if not 0 < context <= MAX_CONTEXT or batch == 0:
+            raise bad_request(f"inputs: give 1…{MAX_CONTEXT} context stacks for at least one dream")
+        actions = checked_actions(actions)
         steps = len(actions) - (context - 1)
-        if steps < 1 or actions.min() < 0 or actions.max() > 17:
+        if steps < 1:
             raise bad_request(
-                f"params.actions: give {context - 1} ALE action ids (0-17) between the {context} context "
-                f"stacks, then one per step to imagine; got {len(actions)}"
+                f"params.actions: give {context - 1} ALE action ids between the {context} context "
+                f"stacks, then one per step to imagine; got {len(actions)} in all"
             )
-        batch = stacks.shape[0]
+        if steps > MAX_STEPS or batch * steps > MAX_FRAMES:
+            raise bad_request(
+                f"at most {MAX_STEPS} steps a dream and {MAX_FRAMES} imagined frames a request "
+                f"(batch × steps); got {batch} × {steps}: split it into several requests"
+            )
         all_actions = torch.from_numpy(actions)[None].expand(batch, -1)
         with torch.no_grad():
             latents = self.world.encode(stacks.reshape(batch * context, 4, 64, 64)).reshape(
@@ -92,6 +139,21 @@ class ArcadeDreamerModel(PythonModel):
             )
             frames = self.world.decode(imagined.reshape(batch * steps, -1))[:, -1]
         return frames.reshape(batch, steps, 64, 64).numpy()
+
+
+def checked_actions(actions) -> np.ndarray:
+    """params.actions as int64 ALE action ids, each a whole number in 0…17."""
+    values = np.asarray(actions if actions is not None else [], dtype=object).reshape(-1)
+    ids = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 17:
+            raise bad_request(
+                f"params.actions: each action is an ALE action id, a whole number in 0…17; got {str(value)[:20]!r}"
+            )
+        ids.append(int(value))
+    if len(ids) > MAX_STEPS + MAX_CONTEXT:
+        raise bad_request(f"params.actions: at most {MAX_STEPS + MAX_CONTEXT} actions, got {len(ids)}")
+    return np.asarray(ids, dtype=np.int64)
 
 
 mlflow.models.set_model(ArcadeDreamerModel())

@@ -200,7 +200,14 @@ def stage_run(stage: str, params: Params, run_id: str | None = None) -> Iterator
     """One MLflow run for one stage; FAILED on error, KILLED on Ctrl-C / SIGTERM."""
     mlflow = _mlflow()
     setup(params)
-    tags = {"stage": stage, "git_commit": git_commit(), "pipeline_id": pipeline_id(params)}
+    close_abandoned_runs(params)
+    tags = {
+        "stage": stage,
+        "git_commit": git_commit(),
+        "pipeline_id": pipeline_id(params),
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+    }
     run = with_retry(
         lambda: mlflow.start_run(
             run_id=run_id, run_name=None if run_id else stage, tags=tags, log_system_metrics=True
@@ -222,6 +229,38 @@ def stage_run(stage: str, params: Params, run_id: str | None = None) -> Iterator
         raise
     else:
         with_retry(lambda: mlflow.end_run(status="FINISHED"))
+
+
+def close_abandoned_runs(params: Params) -> list[str]:
+    """Runs of this machine left RUNNING by a process that is gone (killed with SIGKILL, or by
+    the machine's OOM killer: nothing could end them) are ended as KILLED; returns their ids."""
+    mlflow = _mlflow()
+    experiment = with_retry(lambda: mlflow.get_experiment_by_name(params.tracking.experiment))
+    if experiment is None:
+        return []
+    host = socket.gethostname().replace("'", "")
+    runs = with_retry(
+        lambda: mlflow.MlflowClient().search_runs(
+            [experiment.experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'"
+        )
+    )
+    closed = []
+    for run in runs:
+        pid = run.data.tags.get("pid", "")
+        if pid.isdecimal() and not _alive(int(pid)):
+            with_retry(lambda r=run: mlflow.MlflowClient().set_terminated(r.info.run_id, status="KILLED"))
+            closed.append(run.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
@@ -317,12 +356,24 @@ def resolve_model_checkpoint(model_uri: str, params: Params) -> Path:
             raise _tracking_failure(exc) from None
         raise UserError(
             f"cannot load {model_uri} from {redact(tracking_uri(params))}: {redact(first)}; "
-            "train one with `arcadedreamer train --stage dynamics` (or `make repro`)"
+            f"{TRAIN_ADVICE.get(_model_name(model_uri), TRAIN_ADVICE[DYNAMICS_MODEL])}"
         ) from None
     found = sorted((local / "artifacts").glob("*.pt")) or sorted(local.rglob("*.pt"))
     if not found:
         raise UserError(f"{model_uri}: the registered version holds no checkpoint file")
     return found[0]
+
+
+TRAIN_ADVICE = {  # what registers a version of each model
+    VAE_MODEL: "train one with `arcadedreamer train --stage vae` (or `make quickstart`)",
+    DYNAMICS_MODEL: "train one with `arcadedreamer train --stage dynamics` (or `make quickstart`)",
+    CONTROLLER_MODEL: "train one with `arcadedreamer controller` (or `make quickstart`)",
+}
+
+
+def _model_name(model_uri: str) -> str:
+    """`models:/NAME@alias` or `models:/NAME/3` → NAME."""
+    return re.split(r"[@/]", model_uri.removeprefix("models:/"), maxsplit=1)[0]
 
 
 def alias_version(name: str, alias: str) -> dict | None:

@@ -12,6 +12,7 @@ many, with gymnasium's next-step autoreset.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,12 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from arcadedreamer.config import Params, load_params
+from arcadedreamer.config import MAX_DREAM_STEPS, MAX_DREAMS, Params, load_params
 from arcadedreamer.data.atari import minimal_action_set
 from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices, to_uint8
-from arcadedreamer.data.storage import load_game_data
+from arcadedreamer.data.storage import RECOLLECT, REGENERATE_HELDOUT, load_game_data
 from arcadedreamer.errors import UserError
-from arcadedreamer.models.checkpoints import check_trained_on, final_checkpoint_path, load_world_model
+from arcadedreamer.models.checkpoints import check_trained_on, load_world_model, resolve_world_model
 from arcadedreamer.models.events import expected_rewards
 from arcadedreamer.models.world_model import WorldModel
 
@@ -44,13 +45,19 @@ class Contexts:
     length: int
 
     @classmethod
-    def from_directory(cls, model: WorldModel, root: str | Path, game: str, stack_size: int, length: int):
+    def from_directory(
+        cls,
+        model: WorldModel,
+        root: str | Path,
+        game: str,
+        stack_size: int,
+        length: int,
+        rebuild: str = REGENERATE_HELDOUT,
+    ):
         game_dir = Path(root) / game
         if not game_dir.exists():
-            raise UserError(
-                f"{game_dir}: no recorded episodes of {game} to start dreams from; collect them first"
-            )
-        data = load_game_data(game_dir)
+            raise UserError(f"{game_dir}: no recorded episodes of {game} to start dreams from; {rebuild}")
+        data = load_game_data(game_dir, rebuild=rebuild)
         latents = model.vae.encode_recording(torch.from_numpy(data.frames), data.episode_ends)
         valid = stack_start_indices(np.asarray(data.episode_ends), stack_size)
         # a context is `length` stacks of one episode: valid at its first frame, same episode at its last
@@ -131,6 +138,11 @@ def _observation_space(kind: str, model: WorldModel, stack_size: int, frame_size
     return spaces.Box(-np.inf, np.inf, (width,), np.float32)
 
 
+def _check_count(name: str, value: object, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 < value <= high:
+        raise UserError(f"{name}={value!r}: give a whole number in 1…{high}")
+
+
 def open_dream(
     game: str,
     model: str | Path | None,
@@ -145,18 +157,20 @@ def open_dream(
     cfg = params if isinstance(params, Params) else load_params(params)
     if observation not in OBSERVATIONS:
         raise UserError(f"observation={observation!r}: choose one of {', '.join(OBSERVATIONS)}")
-    model_path = Path(model) if model is not None else final_checkpoint_path(cfg, "dynamics")
-    if not model_path.exists():
-        raise UserError(
-            f"{model_path}: no world model; train one with `dvc repro dynamics` or pass model=PATH"
-        )
+    if horizon is not None:
+        _check_count("horizon", horizon, MAX_DREAM_STEPS)
+    _check_count("num_envs", size, MAX_DREAMS)
+    model_path = resolve_world_model(model, cfg)
     world_model, checkpoint = load_world_model(model_path, cfg)
     check_trained_on(checkpoint, game, model_path)
     source = contexts or "heldout"
     if source not in ("heldout", "training"):
         raise UserError(f"contexts={source!r}: choose heldout or training")
     root = cfg.heldout.out_dir if source == "heldout" else cfg.data.out_dir
-    starts = Contexts.from_directory(world_model, root, game, cfg.data.stack_size, cfg.evaluation.context)
+    rebuild = REGENERATE_HELDOUT if source == "heldout" else RECOLLECT
+    starts = Contexts.from_directory(
+        world_model, root, game, cfg.data.stack_size, cfg.evaluation.context, rebuild
+    )
     batch = DreamBatch(world_model, starts, minimal_action_set(game), size, horizon or cfg.controller.horizon)
     return batch, cfg
 
@@ -164,7 +178,7 @@ def open_dream(
 class DreamEnv(gymnasium.Env):
     """One dream of `game` (e.g. `gymnasium.make("ArcadeDreamer/Breakout-Dream-v0")`).
 
-    kwargs: model (a dynamics checkpoint; default the dynamics stage's final one), params
+    kwargs: model (a dynamics checkpoint or models:/ URI; default the registry's @champion), params
     (params.yaml), observation ("frame", "latent" or "latent_and_state"), horizon (steps until
     truncation; default controller.horizon), contexts ("heldout" or "training").
     """

@@ -8,6 +8,7 @@ own minimal action set, as `arcadedreamer actions --game ID` lists it.
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def parse_actions(text: str, game_id: str) -> list[int]:
         token = raw.strip()
         if not token:
             raise UserError(f"--actions: empty token at position {position} (stray comma?); {valid}")
-        if token.lstrip("-").isdigit():
+        if re.fullmatch(r"-?[0-9]+", token):  # ASCII digits only: str.isdigit also takes ² and ٣
             number = int(token)
             if not 0 <= number < len(minimal):
                 raise UserError(f"--actions: '{token}' is out of range 0…{len(minimal) - 1}; {valid}")

@@ -24,7 +24,8 @@ from arcadedreamer.data.objects import RAM_SIZE
 from arcadedreamer.data.policy import HeldRandomPolicy
 from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import library_versions, save_game_data
-from arcadedreamer.fileio import exclusive_lock
+from arcadedreamer.fileio import exclusive_lock, lock_path_for
+from arcadedreamer.preflight import check_collect
 from arcadedreamer.progress import progress_bar
 
 
@@ -300,9 +301,7 @@ def collect_to_disk(
     manifests = []
     for game in games:
         game_dir = Path(out_root) / game
-        # The lock sits beside the output folder, so DVC never hashes it as data.
-        lock = Path(out_root).parent / f".{Path(out_root).name}.{game}.lock"
-        with exclusive_lock(lock, f"{game_dir}"):
+        with exclusive_lock(lock_path_for("collect", game_dir), f"{game_dir}"):
             arrays, streams = collect_game(
                 game,
                 frames_per_game,
@@ -349,6 +348,12 @@ def collect_dataset(
         progress=progress,
     )
     if heldout:
+        check_collect(
+            held.out_dir,
+            games or data.games,
+            held.episodes_per_game * held.frames_per_episode,
+            data.frame_size,
+        )
         return collect_to_disk(
             games or data.games,
             held.episodes_per_game * held.frames_per_episode,
@@ -358,6 +363,7 @@ def collect_dataset(
             max_episode_frames=held.frames_per_episode,
             **common,
         )
+    check_collect(data.out_dir, games or data.games, frames or data.frames_per_game, data.frame_size)
     return collect_to_disk(
         games or data.games,
         frames or data.frames_per_game,

@@ -172,20 +172,23 @@ def pooled_mean_and_std(
     return mean, variance.sqrt()
 
 
-def sequence_starts(episodes: Episodes, stack_size: int, seq_len: int, mask: np.ndarray) -> np.ndarray:
-    """Indices s where stacks s … s+seq_len all exist inside one episode of the split."""
+def sequence_starts(
+    episodes: Episodes, stack_size: int, seq_len: int, mask: np.ndarray, stride: int = 1
+) -> np.ndarray:
+    """Indices s where stacks s … s+seq_len all exist inside one episode of the split, one
+    every `stride` frames (long sequences overlap by most of their length even so)."""
     n = len(episodes)
     valid_stack = np.zeros(n, dtype=bool)
     valid_stack[stack_start_indices(episodes.episode_ends, stack_size)] = True
     ids = episodes.episode_id
     starts = np.arange(max(0, n - seq_len))
-    ok = valid_stack[starts] & (ids[starts + seq_len] == ids[starts]) & mask[starts]
+    ok = valid_stack[starts] & (ids[starts + seq_len] == ids[starts]) & mask[starts] & (starts % stride == 0)
     return starts[ok]
 
 
 class LatentSequences:
     """Windows of seq_len+1 latents, the seq_len actions between them, the reward class each
-    action earned and whether it ended the game."""
+    action earned, whether it ended the game, and where each window starts in the recording."""
 
     def __init__(self, latents: torch.Tensor, episodes: Episodes, starts: np.ndarray, seq_len: int):
         device = latents.device
@@ -200,8 +203,9 @@ class LatentSequences:
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(latents (B, T+1, D), actions (B, T), reward classes (B, T), game overs (B, T) float)."""
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(latents (B, T+1, D), actions (B, T), reward classes (B, T), game overs (B, T) float,
+        start frame indices (B,))."""
         order = (
             self.starts[torch.randperm(len(self.starts), generator=generator)]
             if generator is not None
@@ -215,4 +219,5 @@ class LatentSequences:
                 self.actions[index[:, :-1]],
                 self.reward_classes[index[:, :-1]],
                 self.game_overs[index[:, 1:]].float(),
+                index[:, 0],
             )

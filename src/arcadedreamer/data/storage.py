@@ -33,6 +33,13 @@ DTYPES = {
 }
 
 
+# What rebuilds a damaged data folder: the advice its errors give
+RECOLLECT = "re-collect it with `arcadedreamer collect` (or `dvc repro collect`)"
+REGENERATE_HELDOUT = "regenerate it with `make data` (or `arcadedreamer heldout`)"
+NUM_FULL_ACTIONS = 18  # ALE's full action set: ids 0…17
+RAM_BYTES = 128
+
+
 @dataclass
 class GameData:
     game: str
@@ -110,9 +117,9 @@ def save_game_data(game_dir: str | Path, arrays: dict[str, np.ndarray], manifest
     return manifest
 
 
-def read_manifest(game_dir: str | Path) -> dict:
+def read_manifest(game_dir: str | Path, rebuild: str = RECOLLECT) -> dict:
     path = Path(game_dir) / "manifest.json"
-    recollect = "re-collect it with `arcadedreamer collect` (or `dvc repro collect`)"
+    recollect = rebuild
     if not path.exists():
         raise UserError(f"{game_dir}: no collected data (manifest.json missing); {recollect}")
     try:
@@ -126,11 +133,15 @@ def read_manifest(game_dir: str | Path) -> dict:
     return manifest
 
 
-def load_game_data(game_dir: str | Path, verify: bool = True, mmap: bool = False) -> GameData:
-    """Load a game's arrays; with `verify`, refuse files whose hash differs from the manifest."""
+def load_game_data(
+    game_dir: str | Path, verify: bool = True, mmap: bool = False, rebuild: str = RECOLLECT
+) -> GameData:
+    """Load a game's arrays; with `verify`, refuse files whose hash differs from the manifest.
+    Shapes, types and action ids are checked too (a file can be replaced along with its
+    manifest). `rebuild`: what the errors advise (RECOLLECT, or REGENERATE_HELDOUT)."""
     game_dir = Path(game_dir)
-    manifest = read_manifest(game_dir)
-    recollect = "re-collect it with `arcadedreamer collect` (or `dvc repro collect`)"
+    manifest = read_manifest(game_dir, rebuild)
+    recollect = rebuild
     arrays = {}
     for name in ARRAYS:
         path = game_dir / f"{name}.npy"
@@ -147,7 +158,30 @@ def load_game_data(game_dir: str | Path, verify: bool = True, mmap: bool = False
     lengths = {len(a) for a in arrays.values()}
     if len(lengths) != 1:
         raise UserError(f"{game_dir}: arrays have different lengths {sorted(lengths)}; {recollect}")
+    problem = layout_problem(arrays)
+    if problem:
+        raise UserError(f"{game_dir}: {problem}; {recollect}")
     return GameData(game=manifest.get("game", game_dir.name), manifest=manifest, directory=game_dir, **arrays)
+
+
+def layout_problem(arrays: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with a game's arrays against the layout above, or None."""
+    for name in ARRAYS:
+        if arrays[name].dtype != DTYPES[name]:
+            return f"{name}.npy holds {arrays[name].dtype}, expected {np.dtype(DTYPES[name])}"
+    frames = arrays["frames"]
+    if frames.ndim != 3 or frames.shape[1] != frames.shape[2]:
+        return f"frames.npy has shape {frames.shape}, expected (N, size, size) square frames"
+    if arrays["ram"].shape[1:] != (RAM_BYTES,):
+        return f"ram.npy has shape {arrays['ram'].shape}, expected (N, {RAM_BYTES})"
+    for name in ("actions", "rewards", "episode_ends"):
+        if arrays[name].ndim != 1:
+            return f"{name}.npy has shape {arrays[name].shape}, expected (N,)"
+    if len(arrays["actions"]) and int(arrays["actions"].max()) >= NUM_FULL_ACTIONS:
+        return f"actions.npy holds action id {int(arrays['actions'].max())}; ALE's ids are 0…{NUM_FULL_ACTIONS - 1}"
+    if not np.isfinite(arrays["rewards"]).all():
+        return "rewards.npy holds a NaN or infinite reward"
+    return None
 
 
 def read_frames_into(data: GameData, out: np.ndarray) -> None:

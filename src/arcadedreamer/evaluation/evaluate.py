@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arcadedreamer.config import OBJECT_METRICS, EvaluationConfig, Params
+from arcadedreamer.config import MISS_METRICS, OBJECT_METRICS, EvaluationConfig, Params
 from arcadedreamer.data.dataset import game_overs, gather_stacks
 from arcadedreamer.data.objects import GAMES, ObjectBoxes, object_boxes
 from arcadedreamer.data.preprocessing import episode_ids, reward_classes, stack_start_indices
-from arcadedreamer.data.storage import GameData, load_game_data
+from arcadedreamer.data.storage import REGENERATE_HELDOUT, GameData, load_game_data
 from arcadedreamer.errors import UserError
 from arcadedreamer.evaluation import metrics
 from arcadedreamer.evaluation.objects import ObjectTruth, object_scores, object_truth
@@ -30,7 +30,7 @@ from arcadedreamer.models.events import game_over_scores, predicted_events, rewa
 from arcadedreamer.models.world_model import WorldModel
 
 PREDICTORS = ("model", "copy_last", "mean_frame", "reconstruction")
-LOWER_IS_BETTER = ("false_ball_rate", "player_error")  # promotion keys containing these
+LOWER_IS_BETTER = ("false_ball_rate", "player_error", "faded", "misplaced", "absent")  # promotion keys
 
 
 @dataclass
@@ -84,6 +84,7 @@ class ObjectScoring:
     tolerance: int
     visibility: float
     typical_mass: float  # the median true ball's brightness in this game's held-out frames
+    player_tolerance: int
 
 
 def object_scoring(data: GameData, cfg: EvaluationConfig) -> ObjectScoring | None:
@@ -94,7 +95,7 @@ def object_scoring(data: GameData, cfg: EvaluationConfig) -> ObjectScoring | Non
     truth = object_truth(np.asarray(data.frames, dtype=np.float32) / 255.0, boxes, GAMES[data.game])
     masses = truth.mass[np.isfinite(truth.mass)]
     typical = float(np.median(masses)) if len(masses) else float("nan")
-    return ObjectScoring(data.game, cfg.ball_tolerance, cfg.ball_visibility, typical)
+    return ObjectScoring(data.game, cfg.ball_tolerance, cfg.ball_visibility, typical, cfg.player_tolerance)
 
 
 @torch.no_grad()
@@ -129,7 +130,7 @@ def rollout_scores(
         "reconstruction": recon,
     }
     with_objects = scoring is not None and windows.objects is not None
-    names = ("psnr", "ssim", "moving_mse", *(OBJECT_METRICS if with_objects else ()))
+    names = ("psnr", "ssim", "moving_mse", *((*OBJECT_METRICS, *MISS_METRICS) if with_objects else ()))
     scores: dict[str, dict[str, list[float]]] = {p: {m: [] for m in names} for p in PREDICTORS}
     scores["model"]["latent_mse"] = []
     for h in range(horizons):
@@ -147,8 +148,9 @@ def rollout_scores(
                     scoring.tolerance,
                     scoring.visibility,
                     scoring.typical_mass,
+                    scoring.player_tolerance,
                 )
-                for metric in OBJECT_METRICS:
+                for metric in (*OBJECT_METRICS, *MISS_METRICS):
                     scores[name][metric].append(getattr(found, metric))
         scores["model"]["latent_mse"].append(
             (imagined[:, h] - true_latents[:, context + h]).pow(2).mean().item()
@@ -196,7 +198,8 @@ def event_scores(model: WorldModel, data: GameData, stack_size: int) -> dict[str
 
 def headline(scores: dict, headline_horizons: list[int]) -> dict[str, float]:
     """Model PSNR minus copy-last's at chosen horizons; reconstruction minus mean frame; the
-    object scores of the model and copy-last at those horizons and of the reconstruction."""
+    object scores of the model and copy-last at those horizons and of the reconstruction; what
+    the model's misses are at those horizons; its ball recall averaged over every horizon."""
     out = {}
     for h in headline_horizons:
         out[f"psnr_h{h}_gain"] = scores["model"]["psnr"][h - 1] - scores["copy_last"]["psnr"][h - 1]
@@ -205,12 +208,17 @@ def headline(scores: dict, headline_horizons: list[int]) -> dict[str, float]:
             if metric in scores["model"]:
                 for name in ("model", "copy_last"):
                     out[f"{metric}_h{h}_{name}"] = scores[name][metric][h - 1]
+        for metric in MISS_METRICS:
+            if metric in scores["model"]:
+                out[f"{metric}_h{h}_model"] = scores["model"][metric][h - 1]
+    if "ball_recall" in scores["model"]:
+        out["ball_recall_mean_model"] = _mean_finite(scores["model"]["ball_recall"])
     recon = float(np.mean(scores["reconstruction"]["psnr"]))
     mean = float(np.mean(scores["mean_frame"]["psnr"]))
     out["recon_gain_over_mean_frame"] = recon - mean
     out["recon_psnr"] = recon
     out["mean_frame_psnr"] = mean
-    for metric in OBJECT_METRICS:
+    for metric in (*OBJECT_METRICS, *MISS_METRICS):
         if metric in scores["reconstruction"]:
             values = np.asarray(scores["reconstruction"][metric], dtype=float)
             values = values[np.isfinite(values)]  # a horizon with no scorable ball has no recall
@@ -237,7 +245,7 @@ def evaluate_world_model(model: WorldModel, checkpoint: dict, params: Params) ->
         game_dir = Path(params.heldout.out_dir) / game
         if not game_dir.exists():
             raise UserError(f"{game_dir}: no held-out episodes; run `make data` (or `arcadedreamer heldout`)")
-        data = load_game_data(game_dir)
+        data = load_game_data(game_dir, rebuild=REGENERATE_HELDOUT)
         windows = cut_windows(data, params.data.stack_size, cfg.context, cfg.horizons, cfg.window_stride)
         scores = rollout_scores(
             model, windows, cfg.context, mean_frames[game].float(), object_scoring(data, cfg)

@@ -16,7 +16,7 @@ from arcadedreamer.evaluation.evaluate import (
     series_rows,
     should_promote,
 )
-from arcadedreamer.fileio import atomic_open, atomic_write_json, atomic_write_text
+from arcadedreamer.fileio import atomic_open, atomic_write_json, atomic_write_text, replaced_together
 from arcadedreamer.models.checkpoints import load_world_model
 from arcadedreamer.models.events import format_score as _ratio
 
@@ -36,39 +36,66 @@ def write_plots(result: dict, plots_dir: Path) -> list[Path]:
             path = plots_dir / f"{metric}_{game}.tsv"
             atomic_write_text(path, buffer.getvalue())
             written.append(path)
+    series = plots_dir / "series.json"  # every score at every horizon, for reports across experiments
+    atomic_write_json(series, result["series"])  # NaN (nothing scored at a horizon) as null
+    written.append(series)
     written.append(plot_curves(result, plots_dir / "eval_curves.png"))
     return written
 
 
+BREAKDOWNS = {  # stacked shares of the model's scored frames, per object (evaluation/objects.py)
+    "ball": ("ball_recall", "ball_faded", "ball_misplaced", "ball_absent"),
+    "player": ("player_recall", "player_faded", "player_misplaced", "player_absent"),
+}
+
+
 def plot_curves(result: dict, path: Path) -> Path:
+    """One column per game: PSNR, SSIM and ball recall of the model and the baselines against
+    the horizon, then what the model draws for the ball and the player (hit, faded, misplaced,
+    absent) as stacked shares."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     games = list(result["series"])
-    rows = [m for m in PLOT_METRICS if any(m in result["series"][g]["model"] for g in games)]
+    scored = {metric for g in games for metric in result["series"][g]["model"]}
+    rows = [m for m in PLOT_METRICS if m in scored] + [
+        k for k, parts in BREAKDOWNS.items() if parts[0] in scored
+    ]
     fig, axes = plt.subplots(
         len(rows), len(games), figsize=(4.2 * len(games), 3.2 * len(rows)), squeeze=False
     )
     styles = {"model": "-", "copy_last": "--", "mean_frame": ":", "reconstruction": "-."}
+    labels = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ball_recall": "ball recall"}
     for col, game in enumerate(games):
+        series = result["series"][game]
         for row, metric in enumerate(rows):
             ax = axes[row][col]
-            if metric not in result["series"][game]["model"]:
+            if metric in BREAKDOWNS and BREAKDOWNS[metric][0] in series["model"]:
+                shares = [series["model"][part] for part in BREAKDOWNS[metric]]
+                horizons = range(1, len(shares[0]) + 1)
+                names = ["hit", "faded", "misplaced", "absent"]
+                ax.stackplot(
+                    horizons, *shares, labels=names, colors=["#2a9d8f", "#e9c46a", "#f4a261", "#9b2226"]
+                )
+                ax.set_ylim(0, 1)
+                ax.set_title(f"{game.removesuffix('NoFrameskip-v4')}: model's {metric}")
+                ax.set_ylabel(f"share of frames ({metric})")
+                ax.legend(fontsize=7, loc="lower left")
+            elif metric in series["model"]:
+                for name in PREDICTORS:
+                    values = series[name][metric]
+                    ax.plot(range(1, len(values) + 1), values, styles[name], label=name)
+                ax.set_title(f"{game.removesuffix('NoFrameskip-v4')}: {metric.upper()}")
+                ax.set_ylabel(labels[metric])
+                if row == 0:
+                    ax.legend(fontsize=8)
+            else:
                 ax.set_axis_off()
                 continue
-            for name in PREDICTORS:
-                values = result["series"][game][name][metric]
-                ax.plot(range(1, len(values) + 1), values, styles[name], label=name)
-            ax.set_title(f"{game.removesuffix('NoFrameskip-v4')}: {metric.upper()}")
             ax.set_xlabel("open-loop horizon (frames)")
             ax.grid(alpha=0.3)
-    for row, label in enumerate(
-        {"psnr": "PSNR (dB)", "ssim": "SSIM", "ball_recall": "ball recall"}[m] for m in rows
-    ):
-        axes[row][0].set_ylabel(label)
-    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=90)
@@ -102,6 +129,17 @@ def format_headline(result: dict) -> str:
                 f"its false-ball rate {_ratio(scores['recon_false_ball_rate'])}, "
                 f"player error {_ratio(scores['recon_player_error'])} px"
             )
+            for thing in BREAKDOWNS:
+                misses = "; ".join(
+                    f"h{h} "
+                    + ", ".join(
+                        f"{kind} {_ratio(scores.get(f'{thing}_{kind}_h{h}_model'))}"
+                        for kind in ("faded", "misplaced", "absent")
+                    )
+                    for h in _horizons(scores, f"{thing}_faded_h")
+                )
+                if misses:
+                    lines.append(f"{game}: the dream's {thing} misses: {misses}")
         if "reward_events" in scores:
             lines.append(
                 f"{game}: reward head AUC {_ratio(scores.get('reward_auc'))}, recall "
@@ -119,11 +157,11 @@ def run_evaluate(params: Params, checkpoint_path: str | Path) -> dict:
     model, checkpoint = load_world_model(checkpoint_path, params)
     result = evaluate_world_model(model, checkpoint, params)
     cfg = params.evaluation
-    metrics_file = Path(cfg.metrics_file)
-    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    metrics_file, plots_dir = Path(cfg.metrics_file), Path(cfg.plots_dir)
     report = {"summary": result["summary"], "games": result["games"], "settings": result["settings"]}
-    atomic_write_json(metrics_file, report)
-    written = write_plots(result, Path(cfg.plots_dir))
+    with replaced_together(metrics_file, plots_dir) as (staged_metrics, staged_plots):
+        atomic_write_json(staged_metrics, report)
+        written = [plots_dir / path.name for path in write_plots(result, staged_plots)]
     print(format_headline(result))
 
     with tracking.stage_run("evaluate", params):

@@ -16,7 +16,7 @@ import torch
 
 from arcadedreamer.config import Params
 from arcadedreamer.errors import UserError
-from arcadedreamer.fileio import atomic_open
+from arcadedreamer.fileio import atomic_open, describe_write_failure
 from arcadedreamer.models.controller import LinearController
 from arcadedreamer.models.dynamics import Dynamics
 from arcadedreamer.models.vae import VAE
@@ -73,9 +73,14 @@ def latest_checkpoint(params: Params, stage: str) -> Path | None:
 
 def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as handle:
-        torch.save(checkpoint, handle)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path, "wb") as handle:
+            torch.save(checkpoint, handle)
+    except UserError as exc:  # atomic_open's own one line
+        raise UserError(f"{exc} (earlier checkpoints are intact)") from None
+    except (OSError, RuntimeError) as exc:  # torch.save's writer raises RuntimeError on a full disk
+        raise UserError(f"{describe_write_failure(path, exc)} (earlier checkpoints are intact)") from None
 
 
 def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
@@ -301,3 +306,62 @@ def restore_training_state(
     for name, generator in generators.items():
         generator.set_state(state["rng"][name].to(generator.get_state().device))
     return state["epoch"], state.get("mlflow_run_id"), path
+
+
+def newest_checkpoint(params: Params, stage: str) -> Path | None:
+    """The highest-epoch checkpoint of `stage` on disk, whatever the configured epochs."""
+    found = []
+    for path in stage_dir(params, stage).glob(f"{stage}_epoch_*.pt"):
+        match = re.fullmatch(rf"{stage}_epoch_(\d+)\.pt", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def resolve_world_model(model: str | Path | None, params: Params) -> Path:
+    """A checkpoint path, a `models:/…` URI, or by default the registry's @champion.
+
+    Why no silent stand-in: a champion that is set but cannot be loaded (its version or files
+    gone) is an error naming it, or a dream would quietly come from another model. Only where
+    no champion exists yet (nothing evaluated) does the newest registered version, else the
+    newest dynamics checkpoint on disk, stand in — said on stderr.
+    """
+    import sys
+
+    from arcadedreamer import tracking
+
+    if model is not None and not str(model).startswith("models:/"):
+        return Path(model)
+    if model is not None:
+        return tracking.resolve_model_checkpoint(str(model), params)
+    name = tracking.DYNAMICS_MODEL
+    tracking.connect(params)
+    champion = tracking.alias_version(name, "champion")
+    if champion is not None:
+        uri = f"models:/{name}@champion"
+        try:
+            return tracking.resolve_model_checkpoint(uri, params)
+        except tracking.TrackingError:
+            raise
+        except UserError as exc:
+            raise UserError(
+                f"{uri} is version {champion['version']}, which cannot be loaded ({str(exc)[:160]}); "
+                f"point @champion at a good version (`arcadedreamer evaluate --model PATH` promotes one) "
+                "or pass --model PATH"
+            ) from None
+    latest = tracking.latest_version(name)
+    if latest is not None:
+        print(
+            f"note: {name} has no @champion yet (nothing evaluated): using version {latest}, the newest "
+            "registered; `arcadedreamer evaluate` chooses a champion",
+            file=sys.stderr,
+        )
+        return tracking.resolve_model_checkpoint(f"models:/{name}/{latest}", params)
+    newest = newest_checkpoint(params, "dynamics")
+    if newest is not None:
+        print(f"note: nothing is registered as {name}: using {newest}, the newest on disk", file=sys.stderr)
+        return newest
+    raise UserError(
+        f"no world model: nothing registered as {name} and no checkpoint in {stage_dir(params, 'dynamics')}; "
+        "train one with `make quickstart` (or `arcadedreamer train --stage dynamics`)"
+    )

@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arcadedreamer.data.dataset import gather_stacks
 from arcadedreamer.data.preprocessing import REWARD_SIGNS
+from arcadedreamer.models.vae import VAE, reconstruction_loss
+
+
+@dataclass
+class DecodedFrameLoss:
+    """Scores predicted latents in pixels: decoded through the frozen VAE and compared with the
+    recorded stacks by the VAE's own (surprise-weighted) loss. Why: an unweighted latent MSE lets
+    the few pixels of a ball weigh as little as they did in the VAE before its surprise weights.
+
+    Not an nn.Module on purpose: the VAE stays out of the dynamics' weights and optimizer.
+    """
+
+    vae: VAE  # frozen (requires_grad off, eval mode)
+    frames: torch.Tensor  # (N, H, W) uint8: the recording whose frame indices the batches carry
+    loss: str  # the VAE's reconstruction loss: bce | sse
+    surprise: float  # the VAE's surprise weight
+    samples: int  # predictions decoded per batch, drawn among every sequence's open-loop ones
+    weight: float  # of this term beside the latent MSE
+
+    def __call__(self, latents: torch.Tensor, frame_index: torch.Tensor) -> torch.Tensor:
+        """latents (N, D) predicted, frame_index (N,) the last frame of each one's true stack →
+        the mean per-pixel loss (a scalar)."""
+        targets = gather_stacks(self.frames, frame_index, self.vae.stack_size)  # (N, 4, 64, 64)
+        logits = self.vae.decoder.logits(latents)
+        weights = self.vae.surprise_weights(targets, self.surprise)
+        return reconstruction_loss(targets, logits, self.loss, weights).mean() / targets[0].numel()
 
 
 class EventHeads(nn.Module):
@@ -105,23 +134,30 @@ class Dynamics(nn.Module):
         actions: torch.Tensor,
         reward_classes: torch.Tensor,
         game_overs: torch.Tensor,
+        starts: torch.Tensor | None = None,
+        *,
         sampling_prob: float,
         burn_in: int,
         generator: torch.Generator | None = None,
         reward_weights: torch.Tensor | None = None,
         game_over_weight: torch.Tensor | None = None,
+        decoded: DecodedFrameLoss | None = None,
     ) -> dict[str, torch.Tensor]:
         """Scheduled sampling over a sequence, and the event heads on the states it visits.
 
         latents: (B, T+1, D) true latents; actions: (B, T) actions taken from latents[:, t];
         reward_classes: (B, T) int the sign class each action earned; game_overs: (B, T) float,
-        1 where the action ended the game. Step t's input is the true latent for t < burn_in;
+        1 where the action ended the game; starts: (B,) the frame index of each sequence's first
+        latent (needed by `decoded` only). Step t's input is the true latent for t < burn_in;
         afterwards, with probability `sampling_prob` per (sequence, step), the model's own previous
-        prediction instead. The latent loss is the MSE between every prediction and the true next
-        latent; `loss_after_burn_in` and `loss_copy` score the steps after the burn-in against
-        copying the last real latent. The heads learn from the GRU states detached, so they do not
-        steer what the GRU learns: their losses are weighted cross-entropies (`reward_weights` per
-        class, `game_over_weight` on game overs) that balance the rare events.
+        prediction instead (1: open loop after the burn-in, as the dream runs). The latent loss is
+        the MSE between every prediction and the true next latent; with `decoded`, a few of the
+        batch's predictions from the burn-in's last step on are also decoded and scored in
+        pixels (`DecodedFrameLoss`). `loss_after_burn_in` and `loss_copy` score the steps after
+        the burn-in against copying the last real latent. The heads learn from the GRU states
+        detached, so they do not steer what the GRU learns: their losses are weighted
+        cross-entropies (`reward_weights` per class, `game_over_weight` on game overs) that
+        balance the rare events.
         """
         batch, steps = actions.shape
         use_prediction = scheduled_sampling_mask(batch, steps, sampling_prob, burn_in, generator)
@@ -148,12 +184,22 @@ class Dynamics(nn.Module):
         )
         targets = latents[:, 1:]
         latent_loss = F.mse_loss(predicted.float(), targets.float())
+        frame_loss = torch.zeros((), device=latents.device)
+        if decoded is not None and decoded.samples > 0 and decoded.weight > 0:
+            if starts is None:
+                raise ValueError("the decoded-frame loss needs each sequence's start frame")
+            rows, chosen = decoded_steps(batch, steps, burn_in, decoded.samples, generator)  # (K,) each
+            rows, chosen = rows.to(latents.device), chosen.to(latents.device)
+            frame_index = starts.to(latents.device)[rows] + chosen + 1  # the stack each one predicts
+            frame_loss = decoded(predicted[rows, chosen].float(), frame_index)
         # After the burn-in: the model's predictions against copying the last latent it saw for real.
         after = targets[:, burn_in - 1 :].float()
         last_seen = latents[:, burn_in - 1 : burn_in].float().expand_as(after)
+        frame_weight = decoded.weight if decoded is not None else 0.0
         return {
-            "loss": latent_loss + reward_loss + game_over_loss,
+            "loss": latent_loss + frame_weight * frame_loss + reward_loss + game_over_loss,
             "latent_loss": latent_loss.detach(),
+            "frame_loss": frame_loss.detach(),
             "reward_loss": reward_loss.detach(),
             "game_over_loss": game_over_loss.detach(),
             "reward_logits": reward_logits.detach(),
@@ -174,3 +220,25 @@ def scheduled_sampling_mask(
     mask = draws < prob
     mask[:, :burn_in] = False
     return mask
+
+
+def decoded_steps(
+    batch: int, steps: int, burn_in: int, count: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` distinct (sequence, step) pairs of a batch, drawn uniformly among the predictions
+    made from the last real latent on (steps burn_in - 1 … steps - 1): (k,) sequences, (k,)
+    steps, k = min(count, how many there are). Why a few per batch: decoding costs about as much
+    as a VAE step, far more than a GRU step."""
+    first = burn_in - 1
+    per_sequence = steps - first
+    picked = torch.randperm(batch * per_sequence, generator=generator)[:count]
+    return picked // per_sequence, picked % per_sequence + first
+
+
+def sampling_prob_at(epoch: int, epochs: int, start: float, final: float, ramp: float) -> float:
+    """Self-feeding probability of an epoch (1-based): `start` at the first, rising linearly to
+    `final` over the first `ramp` fraction of training, then held (ramp 0: `final` throughout)."""
+    if ramp <= 0 or epochs <= 1:
+        return final
+    progress = (epoch - 1) / (epochs - 1)
+    return start + (final - start) * min(1.0, progress / ramp)

@@ -179,17 +179,26 @@ def vae_loss(
     unweighted) is reported for logging and PSNR.
     """
     batch = frames.shape[0]
-    logits, frames = logits.float(), frames.float()
-    squared = (torch.sigmoid(logits) - frames).pow(2)
-    if loss == "bce":
-        per_pixel = F.binary_cross_entropy_with_logits(logits, frames, reduction="none")
-    else:
-        per_pixel = squared
-    recon = (per_pixel if weights is None else per_pixel * weights).sum() / batch
+    recon = reconstruction_loss(frames, logits, loss, weights).sum() / batch
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch
     return {
         "loss": recon + beta * kl,
         "loss_recon": recon,
         "loss_kl": kl,
-        "mse": squared.mean(),
+        "mse": (torch.sigmoid(logits.float()) - frames.float()).pow(2).mean(),
     }
+
+
+def reconstruction_loss(
+    frames: torch.Tensor, logits: torch.Tensor, loss: str = "sse", weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """frames (B, …) in [0, 1], the decoder's logits for them → (B,) each sample's reconstruction
+    term summed over its pixels (`vae_loss` says why bce, why summed), each pixel × `weights`."""
+    logits, frames = logits.float(), frames.float()
+    if loss == "bce":
+        per_pixel = F.binary_cross_entropy_with_logits(logits, frames, reduction="none")
+    else:
+        per_pixel = (torch.sigmoid(logits) - frames).pow(2)
+    if weights is not None:
+        per_pixel = per_pixel * weights
+    return per_pixel.flatten(1).sum(dim=1)

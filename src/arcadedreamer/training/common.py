@@ -9,6 +9,7 @@ import math
 import numpy as np
 import torch
 
+from arcadedreamer import preflight
 from arcadedreamer.config import Params
 from arcadedreamer.data.preprocessing import to_uint8
 from arcadedreamer.errors import UserError
@@ -123,3 +124,34 @@ def comparison_grid(real: torch.Tensor, recon: torch.Tensor, scale: int = 2) -> 
     bottom = np.concatenate(list(to_uint8(recon)), axis=1)
     grid = np.concatenate([top, bottom], axis=0)
     return np.kron(grid, np.ones((scale, scale), dtype=np.uint8))
+
+
+def check_resources(params: Params, stage: str) -> None:
+    """Before a training starts: the frames it will hold and the checkpoints it will write fit
+    this machine (`preflight`), from the data's manifests and the model's size alone."""
+    from pathlib import Path
+
+    from arcadedreamer.data.storage import read_manifest
+    from arcadedreamer.models import checkpoints as ckpt
+    from arcadedreamer.models.vae import VAE
+
+    frame_count = sum(
+        int(read_manifest(Path(params.data.out_dir) / g).get("frames", 0)) for g in params.data.games
+    )
+    vae = VAE(params.data.stack_size, params.vae.latent_dim)
+    parameters = sum(p.numel() for p in vae.parameters())
+    epochs = params.vae.epochs
+    if stage == "dynamics":
+        dynamics = ckpt.dynamics_from_arch(ckpt.dynamics_arch(params))
+        parameters = parameters // preflight.ADAM_COPIES + sum(p.numel() for p in dynamics.parameters())
+        epochs = params.dynamics.epochs
+    checkpoints = epochs // params.training.checkpoint_every + (epochs % params.training.checkpoint_every > 0)
+    preflight.check_training(
+        frame_count,
+        params.data.frame_size,
+        params.vae.latent_dim,
+        parameters,
+        checkpoints,
+        Path(params.training.checkpoint_dir),
+        stage,
+    )

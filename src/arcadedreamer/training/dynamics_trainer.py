@@ -20,13 +20,14 @@ from arcadedreamer.data.dataset import (
 from arcadedreamer.data.preprocessing import REWARD_SIGNS
 from arcadedreamer.errors import UserError
 from arcadedreamer.models import checkpoints as ckpt
-from arcadedreamer.models.dynamics import Dynamics
+from arcadedreamer.models.dynamics import DecodedFrameLoss, Dynamics, sampling_prob_at
 from arcadedreamer.models.events import format_score, game_over_scores, predicted_events, reward_scores
 from arcadedreamer.training import loop
 from arcadedreamer.training.common import (
     ComputeLoss,
     autocast,
     balanced_class_weights,
+    check_resources,
     configure_threads,
     resolve_device,
 )
@@ -42,10 +43,15 @@ def evaluate_dynamics(
     model.eval()
     totals, count = {"loss_after_burn_in": 0.0, "loss_copy": 0.0}, 0
     rewards, game_overs, probabilities = ([], []), ([], []), []
-    for latents, actions, reward_classes, game_over_flags in sequences.batches(params.training.batch_size):
+    for latents, actions, reward_classes, game_over_flags, _ in sequences.batches(params.training.batch_size):
         with autocast(device, params.training.precision):
             losses = model.compute_loss(
-                latents, actions, reward_classes, game_over_flags, 1.0, params.dynamics.burn_in
+                latents,
+                actions,
+                reward_classes,
+                game_over_flags,
+                sampling_prob=1.0,
+                burn_in=params.dynamics.burn_in,
             )
         for key in totals:
             totals[key] += losses[key].item() * len(latents)
@@ -90,6 +96,7 @@ def event_weights(
 def train_dynamics(
     params: Params, vae_checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True
 ) -> dict:
+    check_resources(params, "dynamics")
     configure_threads(params)
     dist_info, device = init_distributed(resolve_device(params.training.device))
     try:
@@ -108,18 +115,20 @@ def dynamics_stage(
     vae_path = Path(vae_checkpoint) if vae_checkpoint else ckpt.final_checkpoint_path(params, "vae")
     vae_state = ckpt.load_checkpoint(vae_path, stage="vae")
     ckpt.check_arch(vae_state, ckpt.vae_arch(params), vae_path)
-    vae = ckpt.vae_from_checkpoint(vae_state).to(device)
+    vae = ckpt.vae_from_checkpoint(vae_state).to(device).eval().requires_grad_(False)
 
     episodes = load_episodes(params.data.out_dir, params.data.games)
     val_mask = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
     episodes.frames = episodes.frames.to(device)
     with autocast(device, train_cfg.precision):
         latents = vae.encode_recording(episodes.frames, episodes.episode_ends)
-    stack, seq_len = params.data.stack_size, cfg.seq_len
+    stack, seq_len, stride = params.data.stack_size, cfg.seq_len, cfg.sequence_stride
     train_set = LatentSequences(
-        latents, episodes, sequence_starts(episodes, stack, seq_len, ~val_mask), seq_len
+        latents, episodes, sequence_starts(episodes, stack, seq_len, ~val_mask, stride), seq_len
     )
-    val_set = LatentSequences(latents, episodes, sequence_starts(episodes, stack, seq_len, val_mask), seq_len)
+    val_set = LatentSequences(
+        latents, episodes, sequence_starts(episodes, stack, seq_len, val_mask, stride), seq_len
+    )
     reward_weights, game_over_weight = event_weights(episodes, ~val_mask, cfg.max_event_weight, device)
     if len(train_set) == 0:
         raise UserError(
@@ -128,13 +137,22 @@ def dynamics_stage(
     if len(val_set) == 0:
         val_set = train_set
 
-    torch.manual_seed(train_cfg.seed)
+    seed = train_cfg.seed + cfg.seed  # several dynamics seeds on one VAE (and one validation split)
+    torch.manual_seed(seed)
     model = ckpt.dynamics_from_arch(ckpt.dynamics_arch(params)).to(device)
     model.events.set_class_weights(reward_weights, game_over_weight)
     generators = {
-        "shuffle": torch.Generator().manual_seed(train_cfg.seed),
-        "sampling": torch.Generator().manual_seed(train_cfg.seed + 2 + 1000 * dist_info.rank),
+        "shuffle": torch.Generator().manual_seed(seed),
+        "sampling": torch.Generator().manual_seed(seed + 2 + 1000 * dist_info.rank),
     }
+    decoded = DecodedFrameLoss(
+        vae=vae,
+        frames=episodes.frames,
+        loss=params.vae.loss,
+        surprise=params.vae.surprise_weight,
+        samples=cfg.decoded_loss_samples,
+        weight=cfg.decoded_loss_weight,
+    )
     loss = ComputeLoss(
         model,
         sampling_prob=cfg.scheduled_sampling_prob,
@@ -142,13 +160,25 @@ def dynamics_stage(
         generator=generators["sampling"],
         reward_weights=reward_weights,
         game_over_weight=game_over_weight,
+        decoded=decoded if cfg.decoded_loss_weight > 0 and cfg.decoded_loss_samples > 0 else None,
     )
+
+    def before_epoch(epoch: int) -> None:
+        loss.settings["sampling_prob"] = sampling_prob_at(
+            epoch,
+            cfg.epochs,
+            cfg.scheduled_sampling_prob,
+            cfg.scheduled_sampling_final,
+            cfg.scheduled_sampling_ramp,
+        )
+
     dhash = data_hash(episodes)
 
     def validate(train: dict[str, float]) -> dict[str, float]:
         val = evaluate_dynamics(model, val_set, params, device)
         return {
             "train_loss": train["latent_loss"],
+            "train_frame_loss": train["frame_loss"],
             "train_reward_loss": train["reward_loss"],
             "train_game_over_loss": train["game_over_loss"],
             "sampled_fraction": train["sampled_fraction"],
@@ -169,7 +199,8 @@ def dynamics_stage(
         samples=len(train_set),
         unit="seq",
         generators=generators,
-        running=("latent_loss", "reward_loss", "game_over_loss", "sampled_fraction"),
+        running=("latent_loss", "frame_loss", "reward_loss", "game_over_loss", "sampled_fraction"),
+        before_epoch=before_epoch,
         validate=validate,
         describe=lambda epoch, m: (
             f"dynamics epoch {epoch}: train {m['train_loss']:.4f}, open-loop val "

@@ -40,6 +40,7 @@ class Stage:
     describe: Callable[[int, dict[str, float]], str]  # the line printed after each epoch
     checkpoint_entries: Callable[[], dict]  # what the checkpoint holds beside the training state
     after_checkpoint: Callable[[int], None] = lambda epoch: None  # e.g. the reconstruction grid
+    before_epoch: Callable[[int], None] = lambda epoch: None  # e.g. a schedule set per epoch
     tags: dict[str, str] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)  # added to the summary JSON
     model_name: str = ""  # the registered model
@@ -67,6 +68,7 @@ def run(
             tracking.set_tags({**stage.tags, "world_size": str(dist_info.world_size)})
         for epoch in range(start_epoch, stage.epochs + 1):
             stage.model.train()
+            stage.before_epoch(epoch)
             sums = dict.fromkeys(stage.running, 0.0)
             seen, epoch_start = 0, time.perf_counter()
             bar = progress_bar(

@@ -23,6 +23,7 @@ from arcadedreamer.training import loop
 from arcadedreamer.training.common import (
     ComputeLoss,
     autocast,
+    check_resources,
     comparison_grid,
     configure_threads,
     resolve_device,
@@ -81,6 +82,7 @@ def evaluate_vae(
 
 
 def train_vae(params: Params, resume: bool = False, progress: bool = True) -> dict:
+    check_resources(params, "vae")
     configure_threads(params)
     dist_info, device = init_distributed(resolve_device(params.training.device))
     try:

@@ -22,7 +22,7 @@ from arcadedreamer.data.policy import VIEWING_HOLD, HeldRandomPolicy
 from arcadedreamer.data.preprocessing import episode_ids, to_uint8
 from arcadedreamer.data.storage import GameData
 from arcadedreamer.errors import UserError
-from arcadedreamer.fileio import atomic_open, check_output_path
+from arcadedreamer.fileio import atomic_write_bytes, check_output_path, describe_os_error
 from arcadedreamer.models.world_model import WorldModel
 
 HEADER = 14  # pixels of text above each panel
@@ -147,11 +147,16 @@ def render_frames(result: Dream, scale: int) -> list[np.ndarray]:
 
 
 def write_gif(images: list[np.ndarray], path: str | Path, fps: int) -> None:
+    """Encoded in memory, then written atomically: a failed write (a full disk) is one clear
+    line, and the encoder never meets a broken file (it would complain again as it closes)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as handle:
-        # GIF stores delays in hundredths of a second
-        iio.imwrite(handle, np.stack(images), extension=".gif", duration=10 * round(100 / fps), loop=0)
+    # GIF stores delays in hundredths of a second
+    data = iio.imwrite("<bytes>", np.stack(images), extension=".gif", duration=10 * round(100 / fps), loop=0)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(describe_os_error(path, exc)) from None
+    atomic_write_bytes(path, data)
 
 
 def run_dream(
@@ -167,7 +172,7 @@ def run_dream(
 ) -> Path:
     """The dream command: load, imagine, render, write the GIF atomically, log it to MLflow."""
     from arcadedreamer import tracking
-    from arcadedreamer.data.storage import load_game_data
+    from arcadedreamer.data.storage import REGENERATE_HELDOUT, load_game_data
     from arcadedreamer.models.checkpoints import check_trained_on, load_world_model
 
     out = check_output_path(out, "--out", suffix=".gif")
@@ -179,7 +184,7 @@ def run_dream(
         raise UserError(
             f"{game_dir}: no held-out episodes for {game}; run `make data` (or `arcadedreamer heldout`)"
         )
-    data = load_game_data(game_dir)
+    data = load_game_data(game_dir, rebuild=REGENERATE_HELDOUT)
     if actions is None:
         actions = random_actions(steps, params.dream.seed)
     result = dream(model, data, actions, episode, start, params.data.stack_size, params.evaluation.context)

@@ -1,0 +1,75 @@
+"""Where a result came from: the code's commit, the machine and the library versions.
+
+Why: the same recipe gives bit-identical numbers only on the same CPU type with the same
+versions (docs/reproducibility.md); a figure that does not say where it was made cannot be
+compared with another. MLflow runs and the files under results/ carry these.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def git_state(cwd: str | Path | None = None) -> dict[str, object]:
+    """{"commit": the HEAD commit or "unknown", "dirty": whether tracked files differ from it}."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> dict[str, object]:
+    """The CPU, its cores, torch's threads, and the GPU when one is used."""
+    import torch
+
+    info: dict[str, object] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def versions() -> dict[str, str]:
+    """The versions that decide the numbers: Python, torch, numpy, ale-py, gymnasium, the package."""
+    import ale_py
+    import gymnasium
+    import numpy
+    import torch
+
+    import arcadedreamer
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "ale_py": ale_py.__version__,
+        "gymnasium": gymnasium.__version__,
+        "arcadedreamer": arcadedreamer.__version__,
+    }
