@@ -28,7 +28,7 @@ KEEP_PARAMS = mkdir -p .dvc/tmp && $(EXP_LOCK) && cp params.yaml .params.yaml.be
 # restore; that is expected, so those lines are dropped (everything else, errors included, passes)
 QUIET_DVC = 2> >(grep -v --line-buffered "No file hash info found for" >&2)
 
-.PHONY: help install data repro quickstart quickstart-long quickstart-summary ablation ablation-dynamics ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
+.PHONY: help install test-deps mutate data repro quickstart quickstart-long quickstart-summary ablation ablation-dynamics ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -115,10 +115,11 @@ quickstart-summary:
 	@echo "Dream: outputs/dream_$(GAME).gif   Scores: metrics/eval.json, plots/eval_curves.png"
 	@echo "Controller: metrics/controller.json, checkpoints/controller/returns.png   Watch it: make agent GAME=$(GAME)"
 	@echo "params.yaml is as it was (the quickstart's values live in the experiment: dvc exp show)"
-	@echo "Compare experiments: dvc exp show   MLflow UI: make ui"
+	@echo "Compare experiments: dvc exp show   MLflow UI: make ui, then open the address it prints:"
+	@arcadedreamer ui --print-url
 
-ui: install mlflow.db ## Start the MLflow UI on http://127.0.0.1:5000 (runs, images, GIFs, registry)
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+ui: install mlflow.db ## The MLflow UI, opened on the training runs (PORT=5000, HOST=127.0.0.1; one worker, ~0.6 GB)
+	arcadedreamer ui --port $${PORT:-5000} --host $${HOST:-127.0.0.1}
 
 # Team mode (README): one MLflow server on PostgreSQL for everyone, artifacts proxied through it.
 MLFLOW_PORT ?= 5000
@@ -161,8 +162,22 @@ gpu-check: install ## On a CUDA machine: prove bf16 = fp32, time both stages, ex
 	mkdir -p bench
 	$(BIN)/python benchmarks/gpu_check.py $${PART:+--part $$PART}
 
-test: install ## Run the test suite (real ALE, DVC, MLflow, PyTorch on tiny data)
+# What the tests drive besides Python: Debian's PostgreSQL (team mode) and Chromium (the MLflow UI)
+test-deps:
+	@missing=""; ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's$$missing for the tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+		else echo "error: the tests need Debian's$$missing: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	fi
+
+test: install test-deps ## Run the test suite (real ALE, DVC, MLflow, PyTorch, PostgreSQL, Chromium on tiny data)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+mutate: install ## Mutation testing of the pure modules (tools/mutate.py, ~30 min): writes results/mutation.json
+	$(BIN)/python tools/mutate.py
 
 lint: install ## Check style with ruff
 	$(BIN)/ruff check src tests benchmarks tools

@@ -113,6 +113,15 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
+def stage_runs(stage: str | None = None) -> list:
+    """The stage runs of the current tracking store's experiment (its pipelines' parent runs
+    left out), newest first; only `stage`'s when given."""
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")
+    return [r for r in runs if "stage" in r.data.tags and stage in (None, r.data.tags["stage"])]
+
+
 def write_params(root: Path, params: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "params.yaml"

@@ -7,7 +7,7 @@ import sys
 
 import mlflow
 
-from conftest import tiny_params_dict, write_params
+from conftest import stage_runs, tiny_params_dict, write_params
 
 
 def run(args, cwd):
@@ -20,7 +20,7 @@ def run(args, cwd):
 def curve(root, metric):
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     client = mlflow.MlflowClient()
-    (run_info,) = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")
+    (run_info,) = stage_runs()
     return [
         m.value for m in sorted(client.get_metric_history(run_info.info.run_id, metric), key=lambda m: m.step)
     ]
@@ -55,10 +55,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(trained
     for a, b in zip(one, two):
         assert abs(a - b) / a < 0.1, (one, two)
     assert two[-1] < two[0], "the 2-process run learns"
-    world = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")[0].data.tags[
-        "world_size"
-    ]
-    assert world == "2"
+    tags = stage_runs()[0].data.tags
+    assert tags["world_size"] == "2" and tags["ranks_in_step"] == "true", "the two processes ended in step"
     v1, v2 = (json.loads((roots[n] / "metrics/vae.json").read_text())["val_psnr"] for n in ("single", "ddp"))
     assert abs(v1 - v2) < 1.5, (v1, v2)
 
@@ -75,7 +73,7 @@ def test_dynamics_under_two_gloo_processes_follows_the_one_process_curve(trained
     for a, b in zip(one, two):
         assert abs(a - b) / a < 0.15, (one, two)  # scheduled-sampling draws differ per process
     assert two[-1] < two[0], "the 2-process run learns"
-    tags = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")[0].data.tags
-    assert tags["world_size"] == "2"
+    tags = stage_runs()[0].data.tags
+    assert tags["world_size"] == "2" and tags["ranks_in_step"] == "true", "the two processes ended in step"
     summaries = [json.loads((roots[n] / "metrics/dynamics.json").read_text()) for n in ("single", "ddp")]
     assert summaries[0]["train_sequences"] == summaries[1]["train_sequences"]

@@ -19,7 +19,16 @@ from arcadedreamer.data import storage
 from arcadedreamer.data.storage import load_game_data
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import lock_path_for
-from conftest import CLI, child_pids, collect_small, lock_held, run_cli, tiny_params_dict, write_params
+from conftest import (
+    CLI,
+    child_pids,
+    collect_small,
+    lock_held,
+    run_cli,
+    stage_runs,
+    tiny_params_dict,
+    write_params,
+)
 
 GAME = "PongNoFrameskip-v4"
 
@@ -158,8 +167,7 @@ def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes
 
     assert load_checkpoint(first)["epoch"] == 1
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")
-    assert [r.info.status for r in runs] == ["KILLED"]
+    assert [r.info.status for r in stage_runs()] == ["KILLED"]
     resumed = run_cli("train", "--stage", "vae", "--resume", "--params", str(params))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming VAE training from" in resumed.stdout
@@ -230,7 +238,7 @@ def test_two_stages_logging_to_one_sqlite_store_at_once(tmp_path):
     assert [w.exitcode for w in workers] == [0, 0]
     mlflow.set_tracking_uri(f"sqlite:///{db}")
     client = mlflow.MlflowClient()
-    runs = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")
+    runs = stage_runs()
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     for run in runs:
         assert len(client.get_metric_history(run.info.run_id, "value")) == 40

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, stage_runs
 from test_dvc_pipeline import STAGES, copy_tiny_project, in_pipeline_order, ran
 
 sys.path.insert(0, str(PROJECT_ROOT / "tools"))
@@ -176,7 +176,7 @@ def test_two_people_share_one_server_and_one_remote(server, tmp_path):
     ]
     assert sorted(sizes) == [16, 24]
 
-    runs = mlflow.search_runs(experiment_names=["arcadedreamer"], output_format="list")
+    runs = stage_runs()
     assert {r.data.tags["stage"] for r in runs} >= {"vae", "dynamics", "evaluate", "dream"}
     by_pipeline: dict[str, set[str]] = {}
     for r in runs:

@@ -59,7 +59,11 @@ def test_training_writes_checkpoints_and_metrics(trained):
 def test_runs_metrics_images_and_registered_versions_in_mlflow(trained):
     client = client_for(trained.params)
     experiment = client.get_experiment_by_name("arcadedreamer")
-    runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    runs = {
+        r.data.tags["stage"]: r
+        for r in client.search_runs([experiment.experiment_id])
+        if "stage" in r.data.tags
+    }
     assert {"vae", "dynamics"} <= set(runs)
     vae_run = runs["vae"]
     assert vae_run.info.status == "FINISHED"
@@ -67,9 +71,16 @@ def test_runs_metrics_images_and_registered_versions_in_mlflow(trained):
     assert vae_run.data.params["vae.latent_dim"] == "64" and vae_run.data.params["vae.beta"] == "0.0001"
     history = client.get_metric_history(vae_run.info.run_id, "val_psnr")
     assert [m.step for m in history] == [1]
-    assert {"train_mse", "val_psnr_mean_frame", "lr"} <= set(vae_run.data.metrics)
-    images = [a.path for a in client.list_artifacts(vae_run.info.run_id, "reconstructions")]
-    assert images == ["reconstructions/epoch_0001.png"]
+    assert {"train_loss", "val_loss", "train_mse", "val_mse", "val_psnr_mean_frame", "lr"} <= set(
+        vae_run.data.metrics
+    )
+    # one scale for training and validation: the same loss per stack on the two splits
+    train_loss, val_loss = vae_run.data.metrics["train_loss"], vae_run.data.metrics["val_loss"]
+    assert 0.2 < val_loss / train_loss < 5, (train_loss, val_loss)
+    images = [a.path for a in client.list_artifacts(vae_run.info.run_id, "images")]
+    assert any(p.startswith("images/reconstructions+step+1+") and p.endswith(".png") for p in images), images
+    dynamics_images = [a.path for a in client.list_artifacts(runs["dynamics"].info.run_id, "images")]
+    assert any(p.startswith("images/open_loop+step+1+") for p in dynamics_images), "the dynamics' own picture"
     for name, run in ((tracking.VAE_MODEL, vae_run), (tracking.DYNAMICS_MODEL, runs["dynamics"])):
         versions = client.search_model_versions(f"name='{name}'")
         assert len(versions) == 1

@@ -1,8 +1,15 @@
-"""Results as data: record a finished experiment into a file under results/, and report it.
+"""Results as data: record a finished experiment into a file under results/, report it, and
+write the docs' tables from those files.
 
     python tools/results.py record results/ablation-dynamics.json --row NAME --seed N \
         --seconds S --experiment EXP --command "make ablation-dynamics"
     python tools/results.py report results/ablation-dynamics.json [--figure docs/ablation_dynamics.png]
+    python tools/results.py tables [--check]
+
+`tables` rewrites every block of README.md and docs/*.md that stands between
+`<!-- results: FILE -->` and `<!-- /results -->` with the table FILE holds and the line saying
+where it came from; `--check` only says which blocks differ (tests/test_docs.py runs it), so a
+number edited by hand in the docs fails the tests.
 
 `record` reads what the last `dvc exp run` left in the workspace (params.yaml with the
 experiment's values, metrics/eval.json, plots/series.json) and keeps it with where it came
@@ -17,6 +24,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -42,7 +50,11 @@ COLUMNS = (
 )
 
 
-def record(path: Path, row: str, seed: int, seconds: float, experiment: str, command: str) -> dict:
+def record(
+    path: Path, row: str, seed: int, seconds: float, experiment: str, command: str, controller: bool = False
+) -> dict:
+    """One run into `path`: what the workspace holds now (params.yaml, eval.json, plots/series.json,
+    and with `controller` metrics/controller.json too)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     evaluation = json.loads((ROOT / params["evaluation"]["metrics_file"]).read_text())
     series = json.loads((ROOT / params["evaluation"]["plots_dir"] / Path("series.json")).read_text())
@@ -60,6 +72,8 @@ def record(path: Path, row: str, seed: int, seconds: float, experiment: str, com
         "by_horizon": {k: model[k] for k in model if k.startswith(("ball_", "player_", "psnr"))},
         "copy_last_ball_recall": series[game]["copy_last"].get("ball_recall"),
     }
+    if controller:
+        run["controller"] = json.loads((ROOT / params["controller"]["metrics_file"]).read_text())
     results = json.loads(path.read_text()) if path.exists() else {"runs": []}
     results.update(
         command=command,
@@ -88,15 +102,31 @@ def rows(results: dict) -> dict[str, list[dict]]:
     return grouped
 
 
+# With a controller: its real score and random's, ± their 95% intervals (the first run's)
+CONTROLLER_COLUMNS = (
+    ("real_return_mean", "real_return_ci95", "controller, real game"),
+    ("random_return_mean", "random_return_ci95", "random"),
+)
+
+
 def table(results: dict) -> str:
     """Markdown: one line per row, each score as mean ± standard deviation over the seeds."""
-    head = ["row", "seeds", *(title for _, title, _ in COLUMNS), "minutes a run"]
+    with_controller = any("controller" in r for r in results["runs"])
+    head = ["row", "seeds", *(title for _, title, _ in COLUMNS)]
+    head += [title for *_, title in CONTROLLER_COLUMNS] if with_controller else []
+    head.append("minutes a run")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, runs in rows(results).items():
         cells = [f"`{name}`", str(len(runs))]
         for key, _, digits in COLUMNS:
             mean, spread = mean_and_spread([r["scores"].get(key) for r in runs])
             cells.append(_format(mean, spread, digits))
+        if with_controller:
+            scores = runs[0].get("controller", {})
+            cells += [
+                f"{scores[mean]:+.2f} ± {scores[ci]:.2f}" if mean in scores else "n/a"
+                for mean, ci, _ in CONTROLLER_COLUMNS
+            ]
         minutes = mean_and_spread([r["wall_seconds"] / 60 for r in runs])
         cells.append(_format(*minutes, 1))
         lines.append("| " + " | ".join(cells) + " |")
@@ -142,6 +172,92 @@ def figure(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+BLOCK = re.compile(r"(<!-- results: (?P<file>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def provenance_line(results: dict) -> str:
+    """Where a table's figures come from, in one line under it."""
+    commit = results.get("commit")
+    if isinstance(commit, dict):
+        commit = commit["commit"][:7] + (" (uncommitted changes)" if commit.get("dirty") else "")
+    machine = results.get("machine")
+    if isinstance(machine, dict):
+        machine = f"{machine['cpu']}, {machine['cores']} cores"
+    dates = sorted({run["date"][:10] for run in results.get("runs", [])}) or [results.get("measured", "?")]
+    parts = [
+        f"measured {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else ""),
+        f"commit {commit}" if commit else None,
+        machine,
+        f"`{results['command']}`" if results.get("command") else None,
+        results.get("wall_time"),
+    ]
+    line = "Source: " + "; ".join(p for p in parts if p) + "."
+    if results.get("note"):
+        line += " " + results["note"]
+    return line
+
+
+def render(path: Path, root: Path = ROOT) -> str:
+    """The markdown a results file stands for: its table and its provenance line."""
+    results = json.loads(path.read_text())
+    if "runs" in results:
+        body = table(results)
+    else:
+        head = results["columns"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in results["rows"]]
+        body = "\n".join(lines)
+    return f"{body}\n\n{provenance_line(results)} (`{path.relative_to(root)}`)\n"
+
+
+PARAMS_BLOCK = re.compile(r"(<!-- params-table -->\n)(?P<body>.*?)(<!-- /params-table -->)", re.S)
+
+
+def params_table() -> str:
+    """Every params.yaml key with its default and what it does, from the pydantic models."""
+    from arcadedreamer.config import Params
+
+    lines = ["| key | default | what it does |", "|---|---|---|"]
+    for section, field in Params.model_fields.items():
+        model = field.default_factory()
+        for name, info in type(model).model_fields.items():
+            default = json.dumps(getattr(model, name), ensure_ascii=False)
+            text = (info.description or "").replace("|", "\\|")
+            lines.append(f"| `{section}.{name}` | `{default}` | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+def tables(check: bool, root: Path = ROOT) -> list[str]:
+    """Rewrite (or with `check`, compare) every results block of the docs under `root`, and the
+    params table; returns the stale ones."""
+    stale = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text()
+
+        def fill_params(match: re.Match, doc: Path = doc) -> str:
+            fresh = params_table()
+            if fresh != match["body"]:
+                stale.append(f"{doc.relative_to(root)}: the params table")
+            return match[1] + fresh + match[3]
+
+        text_before = text
+        text = PARAMS_BLOCK.sub(fill_params, text)
+
+        def fill(match: re.Match, doc: Path = doc) -> str:
+            if not (root / match["file"]).exists():
+                stale.append(f"{doc.relative_to(root)}: {match['file']} does not exist")
+                return match[0]
+            fresh = render(root / match["file"], root)
+            if fresh != match["body"]:
+                stale.append(f"{doc.relative_to(root)}: {match['file']}")
+            return match[1] + fresh + match[4]
+
+        updated = BLOCK.sub(fill, text)
+        if not check and updated != text_before:
+            doc.write_text(updated)
+    return stale
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,12 +268,22 @@ def main() -> None:
     rec.add_argument("--seconds", type=float, required=True)
     rec.add_argument("--experiment", default="")
     rec.add_argument("--command", default="")
+    rec.add_argument("--controller", action="store_true", help="also the controller stage's metrics")
     rep = sub.add_parser("report")
     rep.add_argument("file", type=Path)
     rep.add_argument("--figure", type=Path)
+    tab = sub.add_parser("tables")
+    tab.add_argument("--check", action="store_true", help="only say which blocks differ (exit 1)")
     args = parser.parse_args()
+    if args.command == "tables":
+        stale = tables(args.check)
+        for block in stale:
+            print(("differs from its file: " if args.check else "rewrote: ") + block)
+        sys.exit(1 if args.check and stale else 0)
     if args.command == "record":
-        run = record(args.file, args.row, args.seed, args.seconds, args.experiment, args.command)
+        run = record(
+            args.file, args.row, args.seed, args.seconds, args.experiment, args.command, args.controller
+        )
         scores = run["scores"]
         print(
             f"recorded {args.row} seed {args.seed} in {args.file}: ball recall h10 "

@@ -264,6 +264,30 @@ def scores(params: ParamsOption = DEFAULT_PARAMS) -> None:
 
 
 @app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 5000,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (only this machine: 127.0.0.1).")
+    ] = "127.0.0.1",
+    print_url: Annotated[bool, typer.Option("--print-url", help="Print the address and exit.")] = False,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """The MLflow UI on this project's store, opened on the experiment's training runs; light:
+    one worker and no job runner (the MLflow default starts four and a job queue)."""
+    from arcadedreamer import tracking
+
+    cfg = load_params(params)
+    uri, url = tracking.ui_address(cfg, host, port)
+    typer.echo(f"MLflow UI: {url}")
+    if print_url:
+        return
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    command += ["--host", host, "--port", str(port), "--workers", "1"]
+    os.execve(sys.executable, command, env)
+
+
+@app.command()
 def dream(
     game: Annotated[str | None, typer.Option("--game", help="Game id (default: dream.game).")] = None,
     actions: Annotated[

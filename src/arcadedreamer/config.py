@@ -80,11 +80,23 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    games: list[str] = Field(default_factory=lambda: list(DEFAULT_GAMES), min_length=1, max_length=64)
-    frames_per_game: int = Field(50_000, gt=0, le=MAX_FRAMES)
-    frame_size: int = Field(64, gt=0, le=1024)
-    stack_size: int = Field(4, gt=0, le=64)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    games: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_GAMES),
+        min_length=1,
+        max_length=64,
+        description="The games to collect and train on (ALE's `…NoFrameskip-v4` ids).",
+    )
+    frames_per_game: int = Field(50_000, gt=0, le=MAX_FRAMES, description="Frames collected per game.")
+    frame_size: int = Field(
+        64, gt=0, le=1024, description="Side of the stored grayscale frames (64: the VAE's layers need it)."
+    )
+    stack_size: int = Field(4, gt=0, le=64, description="Frames per stack the VAE encodes.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Emulator i of a game replays as gymnasium's reset with this seed + i.",
+    )
     num_envs: int = Field(
         8,
         gt=0,
@@ -97,7 +109,7 @@ class DataConfig(_Section):
     action_hold_min: int = Field(1, gt=0, le=10_000, description="Exploration: a random action is held ...")
     action_hold_max: int = Field(8, gt=0, le=10_000, description="... for a uniform number of frames.")
     max_episode_frames: int = Field(10_000, gt=0, le=1_000_000, description="Truncate longer episodes.")
-    out_dir: PathStr = "data/collected"
+    out_dir: PathStr = Field("data/collected", description="Where collect writes each game's recording.")
 
     @field_validator("games")
     @classmethod
@@ -124,15 +136,22 @@ class DataConfig(_Section):
 
 class HeldoutConfig(_Section):
     seed: int = Field(1_000_000, ge=0, le=MAX_SEED, description="Seeds training never uses.")
-    episodes_per_game: int = Field(4, gt=0, le=1000)
-    frames_per_episode: int = Field(400, gt=0, le=100_000)
-    out_dir: PathStr = "data/heldout"
+    episodes_per_game: int = Field(4, gt=0, le=1000, description="Pinned evaluation episodes per game.")
+    frames_per_episode: int = Field(400, gt=0, le=100_000, description="Each held-out episode's length.")
+    out_dir: PathStr = Field(
+        "data/heldout", description="Where the held-out episodes live (pinned by data.dvc)."
+    )
 
 
 class VAEConfig(_Section):
-    latent_dim: int = Field(64, gt=0, le=MAX_WIDTH)
-    beta: float = Field(1e-4, ge=0, le=1e6)
-    epochs: int = Field(50, gt=0, le=MAX_EPOCHS)
+    latent_dim: int = Field(64, gt=0, le=MAX_WIDTH, description="Size of the latent a stack is encoded into.")
+    beta: float = Field(
+        1e-4,
+        ge=0,
+        le=1e6,
+        description="Weight of the KL term (summed over latent dims) beside the summed reconstruction term.",
+    )
+    epochs: int = Field(50, gt=0, le=MAX_EPOCHS, description="VAE training epochs.")
     loss: Literal["bce", "sse"] = Field(
         "bce", description="Reconstruction term: bce (keeps the ball) or sse (the original's squared error)."
     )
@@ -149,9 +168,9 @@ class VAEConfig(_Section):
 
 
 class DynamicsConfig(_Section):
-    hidden_size: int = Field(256, gt=0, le=MAX_WIDTH)
-    num_actions: Literal[18] = 18
-    epochs: int = Field(100, gt=0, le=MAX_EPOCHS)
+    hidden_size: int = Field(256, gt=0, le=MAX_WIDTH, description="The GRU's hidden units.")
+    num_actions: Literal[18] = Field(18, description="One-hot actions in: ALE's full set of 18.")
+    epochs: int = Field(100, gt=0, le=MAX_EPOCHS, description="Dynamics training epochs.")
     scheduled_sampling_prob: float = Field(
         0.5,
         ge=0,
@@ -214,29 +233,41 @@ class TrainingConfig(_Section):
     """Optimisation. Large batches (GPU): raise batch_size, set lr_scaling (sqrt suits Adam,
     linear is the classic SGD rule) and keep warmup_steps; the effective lr is logged."""
 
-    batch_size: int = Field(128, gt=0, le=MAX_BATCH)
-    lr: float = Field(3e-4, gt=0, le=10)
+    batch_size: int = Field(
+        128, gt=0, le=MAX_BATCH, description="Samples per optimizer step (the global batch under torchrun)."
+    )
+    lr: float = Field(3e-4, gt=0, le=10, description="Adam's learning rate (see lr_scaling).")
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
         "none", description="Scale lr by batch_size / lr_reference_batch (linear) or its root (sqrt)."
     )
     lr_reference_batch: int = Field(128, gt=0, le=MAX_BATCH, description="The batch size `lr` was tuned for.")
-    weight_decay: float = Field(1e-5, ge=0, le=1)
-    grad_clip: float = Field(1.0, gt=0, le=1e6)
-    scheduler: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = Field(1e-5, ge=0, le=1, description="Adam's weight decay.")
+    grad_clip: float = Field(1.0, gt=0, le=1e6, description="Gradient norm clipped to this.")
+    scheduler: Literal["cosine", "constant"] = Field(
+        "cosine", description="Learning rate after the warm-up: cosine annealing to 0, or constant."
+    )
     warmup_steps: int = Field(
         500, ge=0, le=1000 * MAX_STEPS, description="Linear learning-rate warm-up (optimizer steps)."
     )
-    checkpoint_every: int = Field(10, gt=0, le=MAX_EPOCHS)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = Field(
+        10, gt=0, le=MAX_EPOCHS, description="Epochs between checkpoints (the last epoch always gets one)."
+    )
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of each game's episodes held out for validation."
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seeds the weights, the shuffling and the validation split."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto (the GPU when there is one), cpu or cuda."
+    )
     num_threads: int = Field(0, ge=0, le=1024, description="torch CPU threads (0: torch's default).")
     compile: bool = Field(False, description="torch.compile the model (slower on CPU: see README).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="bf16 autocast: auto = on the GPU only; fp32 = never; bf16 = also on the CPU."
     )
-    checkpoint_dir: PathStr = "checkpoints"
-    metrics_dir: PathStr = "metrics"
+    checkpoint_dir: PathStr = Field("checkpoints", description="Checkpoints go to <this>/<stage>/.")
+    metrics_dir: PathStr = Field("metrics", description="Where each training stage writes <stage>.json.")
 
 
 OBJECT_METRICS = ("ball_recall", "false_ball_rate", "player_error")  # evaluation/objects.py
@@ -261,7 +292,12 @@ class EvaluationConfig(_Section):
         le=MAX_STEPS,
         description="Frames between evaluation windows' starts (0: windows do not overlap).",
     )
-    headline_horizons: list[int] = Field(default_factory=lambda: [1, 10, 50], min_length=1, max_length=64)
+    headline_horizons: list[int] = Field(
+        default_factory=lambda: [1, 10, 50],
+        min_length=1,
+        max_length=64,
+        description="Horizons whose scores are headline keys in eval.json.",
+    )
     promote_on: str = Field(
         "ball_recall_mean_model",
         description="eval.json key averaged over games (default: the dream's ball recall over every horizon).",
@@ -273,8 +309,8 @@ class EvaluationConfig(_Section):
     ball_visibility: float = Field(
         0.5, gt=0, le=1, description="Fraction of the true ball's brightness a drawn ball needs."
     )
-    metrics_file: PathStr = "metrics/eval.json"
-    plots_dir: PathStr = "plots"
+    metrics_file: PathStr = Field("metrics/eval.json", description="The evaluation report (a DVC metric).")
+    plots_dir: PathStr = Field("plots", description="Per-horizon curves: TSVs, series.json, eval_curves.png.")
 
     def headline_keys(self) -> list[str]:
         """Every per-game key of eval.json that `promote_on` may name."""
@@ -301,15 +337,17 @@ class EvaluationConfig(_Section):
 
 
 class DreamConfig(_Section):
-    game: str = "BreakoutNoFrameskip-v4"
+    game: str = Field("BreakoutNoFrameskip-v4", description="The game dream dreams by default.")
     actions: str = Field("", max_length=200_000, description="Comma-separated names or minimal-set numbers.")
     steps: int = Field(60, gt=0, le=MAX_DREAM_STEPS, description="Random actions when `actions` is empty.")
-    episode: int = Field(0, ge=0, le=100_000)
-    start: int = Field(0, ge=0, le=MAX_FRAMES)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    upscale: int = Field(4, ge=1, le=16)
-    fps: int = Field(15, gt=0, le=240)
-    out_dir: PathStr = "outputs"
+    episode: int = Field(
+        0, ge=0, le=100_000, description="Held-out episode whose frames give the dream's real context."
+    )
+    start: int = Field(0, ge=0, le=MAX_FRAMES, description="Frame of that episode where the context starts.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seeds the random actions when none are given.")
+    upscale: int = Field(4, ge=1, le=16, description="The GIF's pixels per frame pixel.")
+    fps: int = Field(15, gt=0, le=240, description="The GIF's frames per second.")
+    out_dir: PathStr = Field("outputs", description="Where dream_<game>.gif is written.")
 
     @field_validator("game")
     @classmethod
@@ -320,7 +358,7 @@ class DreamConfig(_Section):
 class ControllerConfig(_Section):
     """The World Models controller, trained by CMA-ES in the dream only, scored in the real game."""
 
-    game: str = "BreakoutNoFrameskip-v4"
+    game: str = Field("BreakoutNoFrameskip-v4", description="The game the controller learns.")
     horizon: int = Field(
         100, gt=0, le=MAX_DREAM_STEPS, description="Dream steps per rollout (then truncated)."
     )
@@ -328,7 +366,7 @@ class ControllerConfig(_Section):
     rollouts: int = Field(
         64, gt=0, le=4096, description="Dream rollouts per candidate, the same contexts for all."
     )
-    generations: int = Field(150, gt=0, le=100_000)
+    generations: int = Field(150, gt=0, le=100_000, description="CMA-ES generations.")
     sigma: float = Field(0.1, gt=0, le=100, description="CMA-ES initial step size.")
     features: Literal["latent_and_state", "latent"] = Field(
         "latent_and_state", description="What the controller reads: [latent, GRU state], or the latent alone."
@@ -355,9 +393,15 @@ class ControllerConfig(_Section):
     eval_seed: int = Field(
         2_000_000, ge=0, le=MAX_SEED, description="Real episode i is reset with eval_seed + i."
     )
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    out_dir: PathStr = "checkpoints/controller"
-    metrics_file: PathStr = "metrics/controller.json"
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seeds the dream contexts, the exploration draws and CMA-ES."
+    )
+    out_dir: PathStr = Field(
+        "checkpoints/controller", description="Where controller.pt and returns.png are written."
+    )
+    metrics_file: PathStr = Field(
+        "metrics/controller.json", description="The controller stage's report (a DVC metric)."
+    )
 
     @field_validator("game")
     @classmethod
@@ -374,8 +418,8 @@ class ControllerConfig(_Section):
 
 
 class PlayConfig(_Section):
-    fps: int = Field(30, gt=0, le=240)
-    scale: int = Field(6, ge=1, le=16)
+    fps: int = Field(30, gt=0, le=240, description="Frames per second of play mode.")
+    scale: int = Field(6, ge=1, le=16, description="Screen pixels per frame pixel in play mode.")
     num_threads: int = Field(
         1,
         gt=0,
@@ -386,8 +430,12 @@ class PlayConfig(_Section):
 
 class TrackingConfig(_Section):
     uri: PathStr = Field("sqlite:///mlflow.db", description="MLFLOW_TRACKING_URI overrides it.")
-    experiment: str = Field("arcadedreamer", min_length=1, max_length=256)
-    register_models: bool = True
+    experiment: str = Field(
+        "arcadedreamer", min_length=1, max_length=256, description="The MLflow experiment every run goes to."
+    )
+    register_models: bool = Field(
+        True, description="Register each trained model as a new version in the MLflow registry."
+    )
 
 
 class Params(_Section):

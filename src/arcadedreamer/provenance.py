@@ -15,7 +15,9 @@ from pathlib import Path
 
 
 def git_state(cwd: str | Path | None = None) -> dict[str, object]:
-    """{"commit": the HEAD commit or "unknown", "dirty": whether tracked files differ from it}."""
+    """{"commit": the HEAD commit or "unknown", "dirty": whether tracked files differ from it (None
+    when unknown)} of the checkout at `cwd`, by default the one this package's code runs from."""
+    cwd = cwd or Path(__file__).resolve().parent
 
     def git(*args: str) -> str | None:
         try:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import ipaddress
 import logging
 import os
 import re
 import socket
-import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,6 +28,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from arcadedreamer import provenance
 from arcadedreamer.config import Params
 from arcadedreamer.errors import UserError
 
@@ -169,22 +170,45 @@ def setup(params: Params) -> str:
                 if "already exists" not in str(exc).lower() and "locked" not in str(exc).lower():
                     raise _tracking_failure(exc) from None
     experiment = with_retry(lambda: mlflow.set_experiment(name))
-    if experiment.tags.get("mlflow.experimentKind") != "custom_model_development":
+    if uri.startswith("sqlite:///"):
+        check_artifacts_beside(experiment.artifact_location, db_dir)
+    wanted = {
         # the UI opens this experiment on its training runs, not on its GenAI traces page
-        with_retry(
-            lambda: mlflow.MlflowClient().set_experiment_tag(
-                experiment.experiment_id, "mlflow.experimentKind", "custom_model_development"
-            )
-        )
+        "mlflow.experimentKind": "custom_model_development",
+        "mlflow.note.content": EXPERIMENT_DESCRIPTION,
+    }
+    client = mlflow.MlflowClient()
+    for key, value in wanted.items():
+        if experiment.tags.get(key) != value:
+            with_retry(lambda k=key, v=value: client.set_experiment_tag(experiment.experiment_id, k, v))
     return uri
 
 
+EXPERIMENT_DESCRIPTION = (
+    "ArcadeDreamer: a VAE + GRU world model of Atari games. Each pipeline run (dvc repro, make "
+    "quickstart, a DVC experiment) is a parent run named after it; its stages (vae, dynamics, "
+    "evaluate, dream, controller) are its children. Registered models: arcadedreamer-vae, "
+    "arcadedreamer-dynamics (@champion: the best by evaluation.promote_on), arcadedreamer-controller."
+)
+
+
+def check_artifacts_beside(artifact_location: str, db_dir: Path) -> None:
+    """The embedded store keeps its artifacts in mlruns/ beside mlflow.db. A project folder
+    copied or moved keeps the old absolute location in its database, and its runs would write
+    into (or read from) the other folder: refused, with both places named."""
+    if not artifact_location.startswith("file://"):
+        return
+    location = Path(artifact_location.removeprefix("file://")).resolve()
+    if location != (db_dir / "mlruns").resolve():
+        raise UserError(
+            f"tracking: {db_dir / 'mlflow.db'} keeps its artifacts in {location}, not beside it in "
+            f"{db_dir / 'mlruns'}: this project folder was copied or moved; keep using the original, or "
+            "move mlflow.db and mlruns/ aside to start a fresh store here"
+        )
+
+
 def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    return str(provenance.git_state()["commit"])
 
 
 def pipeline_id(params: Params) -> str:
@@ -195,24 +219,92 @@ def pipeline_id(params: Params) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def ui_address(params: Params, host: str, port: int) -> tuple[str, str]:
+    """(the store's URI, the UI's address of the experiment's runs in the model-training view):
+    MLflow opens an experiment on its GenAI pages unless the address asks for the runs."""
+    uri = setup(params)
+    experiment = with_retry(lambda: _mlflow().get_experiment_by_name(params.tracking.experiment))
+    try:
+        address = ipaddress.ip_address(host)
+        shown = "127.0.0.1" if address.is_unspecified else f"[{host}]" if address.version == 6 else host
+    except ValueError:  # a host name
+        shown = host
+    return (
+        uri,
+        f"http://{shown}:{port}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
+    )
+
+
+def pipeline_name(params: Params) -> str:
+    """What a pipeline run is called: its DVC experiment's name when DVC runs one, else its id."""
+    return os.environ.get("DVC_EXP_NAME") or pipeline_id(params)
+
+
+def provenance_tags() -> dict[str, str]:
+    """The commit (as MLflow's own tag, so the UI's Source column shows it), whether the tree
+    was dirty, the machine and the versions that decide the numbers."""
+    git = provenance.git_state()
+    dirty = {True: "true", False: "false"}.get(git["dirty"], "unknown")
+    tags = {"mlflow.source.git.commit": str(git["commit"]), "git_dirty": dirty}
+    tags |= {f"machine.{k}": str(v) for k, v in provenance.machine().items()}
+    tags |= {f"version.{k}": v for k, v in provenance.versions().items()}
+    return tags
+
+
+def pipeline_parent(params: Params, experiment_id: str) -> str:
+    """The parent run of this pipeline (one per pipeline id), created on its first stage."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    pid = pipeline_id(params).replace("'", "")
+    found = with_retry(
+        lambda: client.search_runs([experiment_id], f"tags.pipeline_id = '{pid}' and tags.kind = 'pipeline'")
+    )
+    if found:
+        return found[0].info.run_id
+    name = pipeline_name(params)
+    tags = {
+        "kind": "pipeline",
+        "pipeline_id": pid,
+        "mlflow.note.content": f"Pipeline run {name}: its stages are the runs nested under it.",
+        **({"dvc.experiment": os.environ["DVC_EXP_NAME"]} if os.environ.get("DVC_EXP_NAME") else {}),
+        **provenance_tags(),
+    }
+    run = with_retry(lambda: client.create_run(experiment_id, run_name=name, tags=tags))
+    with_retry(lambda: client.set_terminated(run.info.run_id, status="FINISHED"))
+    return run.info.run_id
+
+
 @contextlib.contextmanager
-def stage_run(stage: str, params: Params, run_id: str | None = None) -> Iterator[str]:
-    """One MLflow run for one stage; FAILED on error, KILLED on Ctrl-C / SIGTERM."""
+def stage_run(stage: str, params: Params, run_id: str | None = None, description: str = "") -> Iterator[str]:
+    """One MLflow run for one stage, nested under its pipeline's run, with where it came from;
+    FAILED on error, KILLED on Ctrl-C / SIGTERM."""
     mlflow = _mlflow()
     setup(params)
     close_abandoned_runs(params)
+    experiment = with_retry(lambda: mlflow.get_experiment_by_name(params.tracking.experiment))
     tags = {
         "stage": stage,
-        "git_commit": git_commit(),
         "pipeline_id": pipeline_id(params),
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
+        **provenance_tags(),
     }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    if description:
+        tags["mlflow.note.content"] = description
+    if run_id is None:
+        tags["mlflow.parentRunId"] = pipeline_parent(params, experiment.experiment_id)
     run = with_retry(
         lambda: mlflow.start_run(
-            run_id=run_id, run_name=None if run_id else stage, tags=tags, log_system_metrics=True
+            run_id=run_id,
+            run_name=None if run_id else f"{stage} · {pipeline_name(params)}",
+            tags=tags,
+            log_system_metrics=True,
         )
     )
+    if run_id is not None:
+        set_tags({k: v for k, v in tags.items() if k != "stage"})  # a resumed run: this process's
     try:
         if run_id is None:
             flat = {k: str(v) for k, v in params.flat().items()}
@@ -229,6 +321,25 @@ def stage_run(stage: str, params: Params, run_id: str | None = None) -> Iterator
         raise
     else:
         with_retry(lambda: mlflow.end_run(status="FINISHED"))
+
+
+def log_datasets(directory: str | Path, games: list[str], hashes: dict[str, str], context: str) -> None:
+    """Each game's recording as an MLflow dataset input of this run: its folder as the source,
+    its content hash (the manifest's) as the digest, so the UI's Dataset column names the data."""
+    mlflow = _mlflow()
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for game in games:
+        source = resolve_dataset_source((Path(directory).resolve() / game).as_uri())
+        dataset = MetaDataset(source, name=f"{game} ({context})", digest=hashes[game][:32])
+        with_retry(lambda d=dataset: mlflow.log_input(d, context=context))
+
+
+def model_uri_for_run(name: str, run_id: str | None) -> str | None:
+    """`models:/NAME/N`: the version of `name` that run `run_id` registered, or None."""
+    version = version_for_run(name, run_id)
+    return f"models:/{name}/{version}" if version else None
 
 
 def close_abandoned_runs(params: Params) -> list[str]:
@@ -269,8 +380,28 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     with_retry(lambda: mlflow.log_metrics(clean, step=step))
 
 
-def log_image(image: np.ndarray, artifact_file: str) -> None:
-    with_retry(lambda: _mlflow().log_image(image, artifact_file=artifact_file))
+def log_image(image: np.ndarray, key: str, step: int) -> None:
+    """An image per step under one key: the UI shows them with a step slider."""
+    with_retry(lambda: _mlflow().log_image(image, key=key, step=step))
+
+
+def log_series(series: dict[str, list[float]]) -> None:
+    """Curves over the open-loop horizon: each value logged at step = its horizon (1, 2, …),
+    so MLflow's charts draw them against the horizon; NaN (nothing scored there) left out."""
+    mlflow = _mlflow()
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(v), now, h)
+        for key, values in series.items()
+        for h, v in enumerate(values, start=1)
+        if v is not None and np.isfinite(float(v))
+    ]
+    run_id = mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient()
+    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        with_retry(lambda chunk=metrics[start : start + 1000]: client.log_batch(run_id, metrics=chunk))
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
@@ -279,6 +410,11 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 def log_dict(data: dict, artifact_file: str) -> None:
     with_retry(lambda: _mlflow().log_dict(data, artifact_file))
+
+
+def active_run_id() -> str | None:
+    run = _mlflow().active_run()
+    return run.info.run_id if run else None
 
 
 def set_tags(tags: dict[str, str]) -> None:
@@ -307,8 +443,21 @@ def model_signature(name: str, context: int = 4):
     return ModelSignature(inputs=inputs, outputs=outputs, params=params), example, {"actions": actions}
 
 
-def register_checkpoint(name: str, checkpoint: str | Path, tags: dict[str, str]) -> str:
-    """Log `checkpoint` as this run's model and register it as a new version of `name`.
+MODEL_DESCRIPTIONS = {
+    VAE_MODEL: "The VAE: 4 stacked 64x64 grayscale frames <-> a 64-d latent. Input (B, 4, 64, 64) "
+    "float32 in [0, 1]; output their reconstructions.",
+    DYNAMICS_MODEL: "The world model (VAE + GRU dynamics): context frame stacks and actions -> imagined "
+    "frames. @champion is the version evaluation ranks best (evaluation.promote_on).",
+    CONTROLLER_MODEL: "The World Models controller trained in the dream: episodes of frame stacks -> "
+    "the action it takes from each.",
+}
+
+
+def register_checkpoint(
+    name: str, checkpoint: str | Path, tags: dict[str, str], description: str = ""
+) -> str:
+    """Log `checkpoint` as this run's model and register it as a new version of `name`, with
+    `tags` (lineage: pipeline, commit, data, the versions it was built from) and `description`.
 
     The artifact carries the package's code (`code_paths`), so it loads and serves wherever
     mlflow, torch and numpy are installed."""
@@ -337,8 +486,19 @@ def register_checkpoint(name: str, checkpoint: str | Path, tags: dict[str, str])
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         version = with_retry(lambda: mlflow.register_model(info.model_uri, name))
     client = mlflow.MlflowClient()
-    for key, value in tags.items():
+    run = mlflow.active_run()
+    lineage = {
+        "pipeline_id": run.data.tags.get("pipeline_id", "") if run else "",
+        "git_commit": run.data.tags.get("mlflow.source.git.commit", "") if run else "",
+        **tags,
+    }
+    for key, value in lineage.items():
         with_retry(lambda k=key, v=value: client.set_model_version_tag(name, version.version, k, str(v)))
+    if description:
+        with_retry(lambda: client.update_model_version(name, version.version, description=description))
+    registered = with_retry(lambda: client.get_registered_model(name))
+    if not registered.description:
+        with_retry(lambda: client.update_registered_model(name, description=MODEL_DESCRIPTIONS[name]))
     return str(version.version)
 
 

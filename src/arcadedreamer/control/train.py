@@ -30,7 +30,7 @@ from arcadedreamer.control.real_game import (
 from arcadedreamer.data.actions import minimal_action_names
 from arcadedreamer.data.atari import minimal_action_set
 from arcadedreamer.errors import UserError
-from arcadedreamer.fileio import atomic_open, atomic_write_json
+from arcadedreamer.fileio import atomic_open, atomic_write_json, replaced_together
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.controller import (
     Agent,
@@ -120,8 +120,18 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
     )
     report_every = max(1, cfg.generations // 20)
     curve: list[dict[str, float]] = []
-    with tracking.stage_run("controller", params) as run_id:
-        tracking.set_tags({"game": cfg.game, "world_model": str(model_path)})
+    description = (
+        f"World Models controller for {cfg.game}: CMA-ES, {cfg.population} x {cfg.rollouts} dreams of "
+        f"{cfg.horizon} steps, {cfg.generations} generations, in world model {model_path.name}; scored "
+        f"in {cfg.eval_episodes} real games"
+    )
+    with tracking.stage_run("controller", params, description=description) as run_id:
+        world_run = world_checkpoint.get("mlflow_run_id")
+        world_uri = tracking.model_uri_for_run(tracking.DYNAMICS_MODEL, world_run)
+        lineage = {"game": cfg.game, "world_model.checkpoint": str(model_path)}
+        lineage |= {"world_model.run_id": world_run} if world_run else {}
+        lineage |= {"world_model.model_uri": world_uri} if world_uri else {}
+        tracking.set_tags(lineage)
         started = time.perf_counter()
         with progress_bar(cfg.generations, "controller generations", "gen", progress) as bar:
             for generation in range(1, cfg.generations + 1):
@@ -153,22 +163,19 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
         train_seconds = time.perf_counter() - started
         controller.load_flat(torch.from_numpy(np.asarray(search.result.xfavorite)).float())
         summary = score_controller(params, batch, controller, curve, train_seconds, progress)
-        path = save_controller(params, controller, batch, world_checkpoint, model_path, summary, run_id)
+        # the checkpoint, its plot and the metrics file are put in place together, or none of them
+        with replaced_together(Path(cfg.out_dir), Path(cfg.metrics_file)) as (out_dir, metrics_file):
+            save_controller(params, controller, batch, world_checkpoint, model_path, summary, run_id, out_dir)
+            plot_returns(curve, summary, out_dir / "returns.png")
+            atomic_write_json(metrics_file, summary)
+        path = Path(cfg.out_dir) / "controller.pt"
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
-        tracking.log_artifact(plot_returns(curve, summary, Path(cfg.out_dir) / "returns.png"), "plots")
-        Path(cfg.metrics_file).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cfg.metrics_file, summary)
+        tracking.log_artifact(Path(cfg.out_dir) / "returns.png", "plots")
         tracking.log_artifact(cfg.metrics_file)
         if params.tracking.register_models:
+            data = {"data_hash": str(world_checkpoint.get("data_hash", ""))}
             version = tracking.register_checkpoint(
-                tracking.CONTROLLER_MODEL,
-                path,
-                {
-                    "game": cfg.game,
-                    "real_return_mean": f"{summary['real_return_mean']:.4g}",
-                    "random_return_mean": f"{summary['random_return_mean']:.4g}",
-                    "run_id": run_id,
-                },
+                tracking.CONTROLLER_MODEL, path, {**lineage, **data, "run_id": run_id}, description
             )
             summary["registered_version"] = version
             print(f"registered {tracking.CONTROLLER_MODEL} version {version}")
@@ -305,9 +312,10 @@ def save_controller(
     model_path: Path,
     summary: dict,
     run_id: str,
+    out_dir: Path,
 ) -> Path:
     """A controller checkpoint holds the world model it dreams with: it is a whole agent."""
-    path = Path(params.controller.out_dir) / "controller.pt"
+    path = out_dir / "controller.pt"
     ckpt.save_checkpoint(
         path,
         {

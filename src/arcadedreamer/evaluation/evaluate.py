@@ -233,6 +233,7 @@ def evaluate_world_model(model: WorldModel, checkpoint: dict, params: Params) ->
     result: dict = {
         "games": {},
         "series": {},
+        "content_hashes": {},
         "settings": {
             "context": cfg.context,
             "horizons": cfg.horizons,
@@ -246,6 +247,7 @@ def evaluate_world_model(model: WorldModel, checkpoint: dict, params: Params) ->
         if not game_dir.exists():
             raise UserError(f"{game_dir}: no held-out episodes; run `make data` (or `arcadedreamer heldout`)")
         data = load_game_data(game_dir, rebuild=REGENERATE_HELDOUT)
+        result["content_hashes"][game] = data.manifest["content_hash"]
         windows = cut_windows(data, params.data.stack_size, cfg.context, cfg.horizons, cfg.window_stride)
         scores = rollout_scores(
             model, windows, cfg.context, mean_frames[game].float(), object_scoring(data, cfg)

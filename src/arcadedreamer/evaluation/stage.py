@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from arcadedreamer import tracking
-from arcadedreamer.config import Params
+from arcadedreamer.config import MISS_METRICS, OBJECT_METRICS, Params
 from arcadedreamer.evaluation.evaluate import (
     PREDICTORS,
     evaluate_world_model,
@@ -164,22 +164,50 @@ def run_evaluate(params: Params, checkpoint_path: str | Path) -> dict:
         written = [plots_dir / path.name for path in write_plots(result, staged_plots)]
     print(format_headline(result))
 
-    with tracking.stage_run("evaluate", params):
-        tracking.log_metrics({f"summary/{k}": v for k, v in result["summary"].items()})
+    scored = checkpoint.get("mlflow_run_id")
+    description = (
+        f"Evaluation of dynamics checkpoint {Path(checkpoint_path).name} (epoch {checkpoint['epoch']}) on the "
+        f"pinned held-out episodes of {', '.join(result['games'])}: {cfg.context} real steps, then "
+        f"{cfg.horizons} imagined"
+    )
+    with tracking.stage_run("evaluate", params, description=description):
+        scored_uri = tracking.model_uri_for_run(tracking.DYNAMICS_MODEL, scored)
+        tracking.set_tags(
+            {"scored.checkpoint": str(checkpoint_path)}
+            | ({"scored.run_id": scored} if scored else {})
+            | ({"scored.model_uri": scored_uri} if scored_uri else {})
+        )
+        tracking.log_datasets(
+            params.heldout.out_dir, list(result["games"]), result["content_hashes"], "evaluation"
+        )
+        if len(result["games"]) > 1:  # with one game the summary is that game's scores again
+            tracking.log_metrics({f"summary/{k}": v for k, v in result["summary"].items()})
         for game, scores in result["games"].items():
             tracking.log_metrics({f"{game}/{k}": v for k, v in scores.items()})
-        for game, series in result["series"].items():
-            for name in PREDICTORS:
-                for metric, values in series[name].items():
-                    for h, value in enumerate(values, start=1):
-                        if math.isfinite(value):
-                            tracking.log_metrics({f"{game}/{metric}_{name}": value}, step=h)
+        tracking.log_series(  # per horizon: step = the horizon in frames
+            {
+                f"{game}/{metric}_{name}": series[name][metric]
+                for game, series in result["series"].items()
+                for name in PREDICTORS
+                for metric in SERIES_METRICS
+                if metric in series[name] and (name == "model" or metric in BASELINE_SERIES)
+            }
+        )
         tracking.log_artifact(metrics_file)
         for path in written:
             tracking.log_artifact(path, "plots")
         if params.tracking.register_models:
             report["promotion"] = promote(params, checkpoint, result["summary"])
+            tracking.set_tags(
+                {f"promotion.{k}": str(v) for k, v in report["promotion"].items() if k in PROMOTION_TAGS}
+            )
     return report
+
+
+# Curves MLflow keeps per horizon: the model's every score, the baselines' headline ones
+SERIES_METRICS = ("psnr", "ssim", "latent_mse", *OBJECT_METRICS, *MISS_METRICS)
+BASELINE_SERIES = ("psnr", "ssim", *OBJECT_METRICS)
+PROMOTION_TAGS = ("promoted", "version", "reason")
 
 
 def promote(params: Params, checkpoint: dict, summary: dict) -> dict:
@@ -191,7 +219,9 @@ def promote(params: Params, checkpoint: dict, summary: dict) -> dict:
         print(f"promotion: {message}")
         return {"promoted": False, "reason": message}
     score = summary.get(key, math.nan)  # an object score of games without a RAM map: none
-    tracking.set_version_tag(name, version, f"eval.{key}", f"{score:.6g}")
+    tracking.set_version_tag(name, version, f"eval.{key}", f"{score:.6g}")  # what it is ranked by
+    if run := tracking.active_run_id():
+        tracking.set_version_tag(name, version, "eval.run_id", run)
     champion = tracking.alias_version(name, "champion")
     if champion and champion["version"] == version:
         message = f"version {version} is already champion"

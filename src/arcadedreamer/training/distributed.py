@@ -42,6 +42,17 @@ class Distributed:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def in_step(self, model: torch.nn.Module) -> bool:
+        """Whether every process holds the same weights (what DDP's gradient averaging keeps):
+        each parameter's sum, the spread over processes nil. True in a single process."""
+        if not self.enabled:
+            return True
+        sums = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
+        high, low = sums.clone(), sums.clone()
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        return bool(torch.equal(high, low))
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -28,6 +28,7 @@ from arcadedreamer.training.common import (
     autocast,
     balanced_class_weights,
     check_resources,
+    comparison_grid,
     configure_threads,
     resolve_device,
 )
@@ -188,6 +189,28 @@ def dynamics_stage(
             **{f"val_{k}": v for k, v in val.items() if k.startswith(("reward_", "game_over_"))},
         }
 
+    preview = val_set if len(val_set) else train_set
+    preview_start = preview.starts[len(preview.starts) // 2 : len(preview.starts) // 2 + 1]
+
+    @torch.no_grad()
+    def log_open_loop(epoch: int) -> None:
+        """Real (top) and imagined (bottom) frames of one validation sequence, open loop after the
+        burn-in: the run's own picture of how long its dream keeps the game."""
+        index = (preview_start[:, None] + torch.arange(cfg.seq_len + 1)).to(device)
+        sequence, actions = latents[index], episodes.actions.to(device)[index[:, :-1]]
+        model.eval()
+        hidden, current, imagined = None, sequence[:, 0], []
+        for t in range(cfg.seq_len):
+            current, hidden = model.step(
+                sequence[:, t] if t < cfg.burn_in else current, actions[:, t], hidden
+            )
+            imagined.append(current)
+        model.train()
+        shown = torch.arange(cfg.burn_in - 1, cfg.seq_len, max(1, (cfg.seq_len - cfg.burn_in) // 8))[:8]
+        real = vae.decode(sequence[0, shown + 1].float())[:, -1]
+        dream = vae.decode(torch.stack(imagined, 1)[0, shown].float())[:, -1]
+        tracking.log_image(comparison_grid(real.cpu(), dream.cpu()), "open_loop", epoch)
+
     return loop.Stage(
         name="dynamics",
         title="dynamics",
@@ -215,7 +238,25 @@ def dynamics_stage(
             "mean_frames": vae_state["mean_frames"],
             "data_hash": dhash,
         },
+        after_checkpoint=log_open_loop,
         tags={"data_hash": dhash, "vae_checkpoint": str(vae_path)},
+        lineage=lambda: vae_lineage(vae_state),
+        description=(
+            f"Dynamics (GRU {cfg.hidden_size}), {cfg.epochs} epochs on the latents of VAE "
+            f"{vae_path.name}: sequences of {cfg.seq_len} steps, burn-in {cfg.burn_in}, self-feeding "
+            f"{cfg.scheduled_sampling_prob:g}→{cfg.scheduled_sampling_final:g}, decoded loss "
+            f"{cfg.decoded_loss_weight:g}; {', '.join(episodes.games)}, data {dhash[:12]}"
+        ),
+        datasets=(params.data.out_dir, episodes.games, episodes.content_hashes),
         summary={"data_hash": dhash, "train_sequences": len(train_set), "val_sequences": len(val_set)},
         model_name=tracking.DYNAMICS_MODEL,
     )
+
+
+def vae_lineage(vae_state: dict) -> dict[str, str]:
+    """The VAE run this world model was built on, and its registered version when it has one."""
+    run_id = vae_state.get("mlflow_run_id")
+    if not run_id:
+        return {}
+    uri = tracking.model_uri_for_run(tracking.VAE_MODEL, run_id)
+    return {"vae.run_id": run_id, **({"vae.model_uri": uri} if uri else {})}

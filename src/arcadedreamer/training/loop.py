@@ -14,6 +14,7 @@ from torch import nn
 
 from arcadedreamer import interrupts, tracking
 from arcadedreamer.config import Params
+from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_write_json
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.progress import progress_bar
@@ -44,6 +45,11 @@ class Stage:
     tags: dict[str, str] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)  # added to the summary JSON
     model_name: str = ""  # the registered model
+    description: str = ""  # of the run and its registered version: what was trained on what
+    lineage: Callable[[], dict[str, str]] = (
+        dict  # what it was built from (models:/ URIs, run ids), read in the run
+    )
+    datasets: tuple = ()  # (folder, games, content hashes): the data, logged as MLflow dataset inputs
 
 
 def run(
@@ -63,9 +69,14 @@ def run(
             print(f"resuming {stage.title} training from {path} (epoch {epoch})")
     net = maybe_compile(wrap(stage.loss, dist_info, device), params)  # DDP under torchrun
     metrics: dict[str, float] = {}
-    with dist_info.main_only(tracking.stage_run(stage.name, params, run_id=run_id)) as active_run:
+    run = tracking.stage_run(stage.name, params, run_id=run_id, description=stage.description)
+    lineage: dict[str, str] = {}
+    with dist_info.main_only(run) as active_run:
         if dist_info.is_main:
-            tracking.set_tags({**stage.tags, "world_size": str(dist_info.world_size)})
+            lineage = stage.lineage()
+            tracking.set_tags({**stage.tags, **lineage, "world_size": str(dist_info.world_size)})
+            if stage.datasets and run_id is None:
+                tracking.log_datasets(*stage.datasets, context="training")
         for epoch in range(start_epoch, stage.epochs + 1):
             stage.model.train()
             stage.before_epoch(epoch)
@@ -119,9 +130,17 @@ def run(
                 )
                 stage.after_checkpoint(epoch)
 
+        in_step = dist_info.in_step(stage.model)  # every process takes part
+        if not in_step:
+            raise UserError(
+                f"{stage.title} training: the {dist_info.world_size} processes ended with different weights "
+                "(their gradients were not averaged); nothing is registered — report this with your torch version"
+            )
         dist_info.barrier()
         if not dist_info.is_main:
             return {}
+        if dist_info.enabled:
+            tracking.set_tags({"ranks_in_step": "true"})
         summary = {
             **{k.replace("/", "_"): v for k, v in metrics.items()},
             "epochs": stage.epochs,
@@ -130,11 +149,11 @@ def run(
         Path(train_cfg.metrics_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(train_cfg.metrics_dir) / f"{stage.name}.json", summary)
         if params.tracking.register_models:
-            tags = {k.replace("/", "_"): f"{v:.6g}" for k, v in metrics.items()}
             version = tracking.register_checkpoint(
                 stage.model_name,
                 ckpt.final_checkpoint_path(params, stage.name),
-                {**tags, "data_hash": stage.summary.get("data_hash", ""), "run_id": active_run},
+                {"data_hash": stage.summary.get("data_hash", ""), "run_id": active_run, **lineage},
+                stage.description,
             )
             print(f"registered {stage.model_name} version {version}")
     return summary

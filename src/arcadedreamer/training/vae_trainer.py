@@ -42,6 +42,7 @@ def evaluate_vae(
     device: torch.device,
     precision: str,
     loss: str = "sse",
+    surprise: float = 0.0,
 ) -> dict:
     """Deterministic scores (decoding the posterior mean) over a split, overall and per game,
     beside each game's training mean frame used as a predictor (what a collapsed VAE scores)."""
@@ -57,9 +58,9 @@ def evaluate_vae(
             mu, logvar = model.encoder(batch)
             logits = model.decoder.logits(mu)
         recon = torch.sigmoid(logits.float())
-        loss_sum += vae_loss(batch, logits, mu.float(), logvar.float(), beta, loss)["loss"].item() * len(
-            batch
-        )
+        weights = model.surprise_weights(batch, surprise)  # as in training: the two losses compare
+        losses = vae_loss(batch, logits, mu.float(), logvar.float(), beta, loss, weights)
+        loss_sum += losses["loss"].item() * len(batch)
         model_err = (recon.float() - batch).pow(2).mean(dim=(1, 2, 3)).cpu().double()
         mean_err = (means[ids].to(device)[:, None] - batch).pow(2).mean(dim=(1, 2, 3)).cpu().double()
         sse[:, 0].index_add_(0, ids, model_err)
@@ -139,8 +140,10 @@ def vae_stage(params: Params, dist_info: Distributed, device: torch.device) -> l
             device,
             train_cfg.precision,
             cfg.loss,
+            cfg.surprise_weight,
         )
         return {
+            "train_loss": train["loss"],  # per stack, as val_loss: the same loss on the two splits
             "train_mse": train["mse"],
             "train_psnr": psnr(train["mse"]),
             "val_loss": val["loss"],
@@ -155,7 +158,7 @@ def vae_stage(params: Params, dist_info: Distributed, device: torch.device) -> l
         with torch.no_grad():
             recon = model.decode(model.encode(preview)).float()
         grid = comparison_grid(preview[:, -1].cpu(), recon[:, -1].cpu())
-        tracking.log_image(grid, f"reconstructions/epoch_{epoch:04d}.png")
+        tracking.log_image(grid, "reconstructions", epoch)
 
     return loop.Stage(
         name="vae",
@@ -168,7 +171,7 @@ def vae_stage(params: Params, dist_info: Distributed, device: torch.device) -> l
         samples=len(train_set),
         unit="stack",
         generators=generators,
-        running=("mse",),
+        running=("loss", "mse"),
         validate=validate,
         describe=lambda epoch, m: (
             f"vae epoch {epoch}: val PSNR {m['val_psnr']:.2f} dB (mean frame {m['val_psnr_mean_frame']:.2f} dB), "
@@ -177,6 +180,11 @@ def vae_stage(params: Params, dist_info: Distributed, device: torch.device) -> l
         checkpoint_entries=lambda: {"data_hash": dhash, "mean_frames": dict(zip(episodes.games, game_means))},
         after_checkpoint=log_reconstructions,
         tags={"data_hash": dhash},
+        description=(
+            f"VAE, {cfg.epochs} epochs ({cfg.loss}, surprise weight {cfg.surprise_weight:g}) on "
+            f"{', '.join(episodes.games)}: {len(episodes)} frames, data {dhash[:12]}"
+        ),
+        datasets=(params.data.out_dir, episodes.games, episodes.content_hashes),
         summary={
             "data_hash": dhash,
             "train_stacks": len(train_set),

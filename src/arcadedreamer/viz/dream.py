@@ -20,6 +20,7 @@ from arcadedreamer.data.dataset import gather_stacks
 from arcadedreamer.data.emulator import replay
 from arcadedreamer.data.policy import VIEWING_HOLD, HeldRandomPolicy
 from arcadedreamer.data.preprocessing import episode_ids, to_uint8
+from arcadedreamer.data.preprocessing import psnr as psnr_of_mse
 from arcadedreamer.data.storage import GameData
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_write_bytes, check_output_path, describe_os_error
@@ -159,6 +160,11 @@ def write_gif(images: list[np.ndarray], path: str | Path, fps: int) -> None:
     atomic_write_bytes(path, data)
 
 
+def frame_psnr(predicted: np.ndarray, real: np.ndarray) -> float:
+    """PSNR (dB) of two uint8 frames."""
+    return psnr_of_mse(float(np.mean((predicted / 255.0 - real / 255.0) ** 2)))
+
+
 def run_dream(
     params,
     game: str,
@@ -189,7 +195,17 @@ def run_dream(
         actions = random_actions(steps, params.dream.seed)
     result = dream(model, data, actions, episode, start, params.data.stack_size, params.evaluation.context)
     write_gif(render_frames(result, params.dream.upscale), out, params.dream.fps)
-    with tracking.stage_run("dream", params):
-        tracking.set_tags({"game": game, "model_checkpoint": str(checkpoint_path)})
+    description = f"A dream of {len(actions)} {game} frames from held-out episode {episode}, frame {start}"
+    with tracking.stage_run("dream", params, description=description):
+        world_uri = tracking.model_uri_for_run(tracking.DYNAMICS_MODEL, checkpoint.get("mlflow_run_id"))
+        tracking.set_tags(
+            {"game": game, "model_checkpoint": str(checkpoint_path)}
+            | ({"world_model.model_uri": world_uri} if world_uri else {})
+        )
+        tracking.log_metrics({"steps": len(actions)})
+        if result.real_frames is not None:  # the real game replayed with the same actions
+            psnr = [frame_psnr(d, r) for d, r in zip(result.dream_frames, result.real_frames)]  # dB
+            tracking.log_metrics({"psnr_dream_vs_real_mean": float(np.mean(psnr))})
+            tracking.log_series({"psnr_dream_vs_real": psnr})  # step = the imagined step
         tracking.log_artifact(out, "dreams")
     return out

@@ -1,0 +1,84 @@
+"""The docs as a newcomer reads them: every table drawn from its file under results/, the README
+the front door, no words only the project's history explains, and links that lead somewhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
+EXTRA = [PROJECT_ROOT / name for name in ("CHANGELOG.md", "CONTRIBUTING.md")]
+
+
+def results_tool():
+    spec = importlib.util.spec_from_file_location("results_tool", PROJECT_ROOT / "tools/results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_table_in_the_docs_is_its_results_file():
+    assert results_tool().tables(check=True) == []
+
+
+def test_a_number_edited_by_hand_in_a_table_is_caught(tmp_path):
+    """The check reads the docs, not a cache: change one figure in a copy and it fails."""
+    tool = results_tool()
+    copy = tmp_path / "project"
+    for folder in ("docs", "results"):
+        shutil.copytree(PROJECT_ROOT / folder, copy / folder)
+    shutil.copy(PROJECT_ROOT / "README.md", copy / "README.md")
+    assert tool.tables(check=True, root=copy) == []
+    page = copy / "docs/results.md"
+    text = page.read_text()
+    edited = re.sub(r"\| 0\.(\d\d) ", lambda m: f"| 0.{(int(m[1]) + 1) % 100:02d} ", text, count=1)
+    assert edited != text
+    page.write_text(edited)
+    assert any(stale.startswith("docs/results.md") for stale in tool.tables(check=True, root=copy))
+    # and a results file changed without regenerating the docs
+    page.write_text(text)
+    data = copy / "results/vae-ablation.json"
+    data.write_text(data.read_text().replace("0.910", "0.911"))
+    assert tool.tables(check=True, root=copy) == ["docs/results.md: results/vae-ablation.json"]
+
+
+def test_every_results_file_says_where_its_figures_come_from():
+    for path in sorted((PROJECT_ROOT / "results").glob("*.json")):
+        text = path.read_text()
+        for field in ('"commit"', '"machine"', '"command"'):
+            assert field in text, f"{path.name} has no {field}"
+        assert '"measured"' in text or '"date"' in text, f"{path.name} has no date"
+
+
+def test_the_readme_is_the_front_door():
+    lines = (PROJECT_ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250
+    first = "\n".join(lines[:60])
+    for needed in ("make quickstart", "make test", "results/run-times.json", "make ui", "outputs/dream_"):
+        assert needed in first, f"the README's first 60 lines do not show {needed!r}"
+
+
+@pytest.mark.parametrize("path", DOCS + EXTRA, ids=lambda p: p.name)
+def test_no_sentence_needs_the_projects_history(path):
+    text = path.read_text()
+    for pattern in (
+        r"before this change",
+        r"\bIssue \d+",
+        r"\bsession \d",
+        r"\bround \d",
+        r"cause (was )?not found",
+    ):
+        assert not re.search(pattern, text, re.I), f"{path.name}: {pattern!r}"
+
+
+@pytest.mark.parametrize("path", DOCS + EXTRA, ids=lambda p: p.name)
+def test_relative_links_lead_to_files(path):
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        assert (path.parent / target).exists(), f"{path.name} links to {target}, which does not exist"

@@ -1,0 +1,179 @@
+"""Mutation testing of the pure modules: plant one small bug at a time, run the tests that cover
+the module, and count the bugs they catch (`make mutate`).
+
+    python tools/mutate.py [--module NAME ...] [--limit N] [--out results/mutation.json]
+
+A mutant changes one operator or constant of the module (a comparison flipped, + for -, * for
+/, `and` for `or`, a `not` dropped, a number nudged). The module is rewritten from its syntax
+tree into a copy of `src/` and the tests run against that copy (PYTHONPATH first), so the
+working tree is never touched. A mutant is *killed* when the tests fail, *survives* when they
+pass. The kill rate is killed / (killed + survived); mutants whose tests time out count as
+killed (a hang is a failure a user would notice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+# module → the pytest arguments selecting the tests that cover it (the pure, fast ones)
+ORACLE = "tests/test_evaluation.py::test_the_models_own_scores_at_each_horizon_are_those_of_the_frame_it_imagined_then"
+TARGETS = {
+    "data/preprocessing.py": ["tests/test_data.py", "-k", "preprocess_matches or stacks_never_cross or game_overs_are",
+                              "tests/test_control.py::test_game_overs_are_episode_ends_less_collection_cuts_and_truncations"],
+    "evaluation/objects.py": ["tests/test_objects.py", "-k", "not ram and not player_read", ORACLE],
+    "evaluation/metrics.py": ["tests/test_evaluation.py", "-k", "psnr_hand or ssim_bounds or moving_mask or own_scores"],
+    "models/events.py": ["tests/test_control.py", "-k", "event_scores or calibrated or confidence or rare_classes"],
+}  # fmt: skip
+
+SWAPS = {
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+    ast.And: ast.Or, ast.Or: ast.And, ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In,
+}  # fmt: skip
+
+
+def mutation_sites(tree: ast.Module) -> list[tuple[int, str]]:
+    """(index of the node in ast.walk order, what the mutation does) for every site."""
+    sites = []
+    for index, node in enumerate(ast.walk(tree)):
+        if isinstance(node, ast.Compare) and type(node.ops[0]) in SWAPS:
+            sites.append(
+                (
+                    index,
+                    f"line {node.lineno}: {type(node.ops[0]).__name__} → {SWAPS[type(node.ops[0])].__name__}",
+                )
+            )
+        elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in SWAPS:
+            sites.append(
+                (index, f"line {node.lineno}: {type(node.op).__name__} → {SWAPS[type(node.op)].__name__}")
+            )
+        elif isinstance(node, ast.BoolOp):
+            sites.append(
+                (index, f"line {node.lineno}: {type(node.op).__name__} → {SWAPS[type(node.op)].__name__}")
+            )
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
+            sites.append((index, f"line {node.lineno}: drop {type(node.op).__name__}"))
+        elif (
+            isinstance(node, ast.Constant)
+            and type(node.value) in (int, float)
+            and not isinstance(node.value, bool)
+            and hasattr(node, "lineno")
+        ):
+            sites.append((index, f"line {node.lineno}: {node.value!r} → {nudged(node.value)!r}"))
+    return sites
+
+
+def nudged(value: int | float) -> int | float:
+    return value + 1 if isinstance(value, int) else (value * 1.5 if value else 0.5)
+
+
+def mutate(tree: ast.Module, site: int) -> ast.Module:
+    """A copy of `tree` with the mutation at node `site` (ast.walk order) applied."""
+    mutant = copy.deepcopy(tree)
+    for index, node in enumerate(ast.walk(mutant)):
+        if index != site:
+            continue
+        if isinstance(node, ast.Compare):
+            node.ops[0] = SWAPS[type(node.ops[0])]()
+        elif isinstance(node, (ast.BinOp, ast.AugAssign, ast.BoolOp)):
+            node.op = SWAPS[type(node.op)]()
+        elif isinstance(node, ast.UnaryOp):
+            node.op = ast.UAdd()
+        elif isinstance(node, ast.Constant):
+            node.value = nudged(node.value)
+        return mutant
+    raise IndexError(site)
+
+
+def run_tests(src: Path, tests: list[str], timeout: float) -> str:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:xdist", "-p", "no:cacheprovider", *tests]
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    return "passed" if done.returncode == 0 else "failed"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--module", action="append", choices=list(TARGETS), help="default: all")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many mutants a module (0: all)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results/mutation.json")
+    args = parser.parse_args()
+    started = time.monotonic()
+    report = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        src = Path(scratch) / "src"
+        shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        for module in args.module or list(TARGETS):
+            path = src / "arcadedreamer" / module
+            original = path.read_text()
+            tree = ast.parse(original)
+            tests = TARGETS[module]
+            path.write_text(ast.unparse(tree))  # the baseline: the same module as rewritten
+            baseline_start = time.monotonic()
+            if run_tests(src, tests, 600) != "passed":
+                raise SystemExit(f"{module}: its tests fail without any mutation; fix them first")
+            timeout = 3 * (time.monotonic() - baseline_start) + 30
+            sites = mutation_sites(tree)
+            if args.limit:
+                sites = sites[:: max(1, len(sites) // args.limit)][: args.limit]
+            survivors, killed = [], 0
+            for number, (site, what) in enumerate(sites, start=1):
+                try:
+                    mutant = ast.unparse(mutate(tree, site))
+                except (IndexError, ValueError):
+                    continue
+                path.write_text(mutant)
+                outcome = run_tests(src, tests, timeout)
+                if outcome == "passed":
+                    survivors.append(what)
+                else:
+                    killed += 1
+                print(
+                    f"{module} {number}/{len(sites)} {what}: {'survived' if outcome == 'passed' else 'killed'}",
+                    flush=True,
+                )
+            path.write_text(original)
+            total = killed + len(survivors)
+            report[module] = {"mutants": total, "killed": killed, "kill_rate": killed / total if total else None,
+                              "survivors": survivors, "tests": tests}  # fmt: skip
+    killed = sum(r["killed"] for r in report.values())
+    total = sum(r["mutants"] for r in report.values())
+    from arcadedreamer import provenance
+
+    result = {
+        "title": "Mutation testing of the pure modules: bugs planted one at a time, caught by the tests",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": provenance.git_state(ROOT),
+        "machine": provenance.machine(),
+        "command": "make mutate",
+        "wall_time": f"{(time.monotonic() - started) / 60:.0f} minutes",
+        "kill_rate": killed / total if total else None,
+        "columns": ["module", "mutants", "killed", "kill rate"],
+        "rows": [[f"`{m}`", r["mutants"], r["killed"], f"{r['kill_rate']:.0%}"] for m, r in report.items()]
+        + [["all", total, killed, f"{killed / total:.0%}" if total else "n/a"]],
+        "modules": report,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(f"kill rate {killed}/{total} = {killed / total:.1%} → {args.out}")
+
+
+if __name__ == "__main__":
+    main()
