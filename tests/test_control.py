@@ -244,6 +244,18 @@ def test_bad_dream_settings_are_one_line_errors(trained, tmp_path):
         )  # fmt: skip
 
 
+def test_dreams_start_from_the_training_recordings_by_the_controllers_default(trained):
+    """`controller.contexts: training` (the default): contexts from data.out_dir, not held-out."""
+    env = DreamEnv(GAME, observation="latent", contexts="training", horizon=3, **dream_kwargs(trained))
+    training = np.load(trained.root / "data/collected" / GAME / "frames.npy")
+    assert len(env.dream.contexts.latents) == len(training), "the training recording's frames"
+    first, _ = env.reset(seed=1)
+    again, _ = env.reset(seed=1)
+    assert np.array_equal(first, again)
+    with pytest.raises(UserError, match="contexts='test': choose heldout or training"):
+        DreamEnv(GAME, contexts="test", **dream_kwargs(trained))
+
+
 def own_registry(trained, root) -> tuple[str, dict]:
     """A tracking store of the test's own holding two registered versions of the trained world
     model: (its params file, {version: its artifact folder})."""

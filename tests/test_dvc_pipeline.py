@@ -170,3 +170,28 @@ def test_malformed_params_stop_repro_at_the_first_stage(project):
         assert "Traceback" not in result.stdout + result.stderr
     finally:
         (project / "params.yaml").write_text(good)
+
+
+def test_make_data_regenerates_the_pinned_heldout_set_and_refuses_other_bytes(tmp_path):
+    """`make data` without a DVC remote: it regenerates data/heldout and checks its bytes against
+    the hash data.dvc pins; other settings give other bytes, and it says so and fails."""
+    root = tmp_path / "project"
+    copy_tiny_project(root)
+    shutil.copy(PROJECT_ROOT / "Makefile", root / "Makefile")
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["arcadedreamer", "heldout"],
+                    ["dvc", "add", "-q", "data/heldout"]):  # fmt: skip
+        sh(*command, cwd=root)
+    pin = (root / "data/heldout.dvc").read_text().replace("path: heldout", "path: data/heldout")
+    (root / "data.dvc").write_text(pin)  # where the project pins it
+    (root / "data/heldout.dvc").unlink()
+    shutil.rmtree(root / "data/heldout")
+    again = sh("make", "-o", "install", "data", cwd=root)
+    assert "2 held-out episodes" in again.stdout, "regenerated"
+    assert "data/heldout matches data.dvc" in again.stdout
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["heldout"]["seed"] += 1  # other episodes
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.rmtree(root / "data/heldout")
+    refused = sh("make", "-o", "install", "data", cwd=root, check=False)
+    assert refused.returncode != 0
+    assert "data/heldout does not match the hash pinned in data.dvc" in refused.stderr

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -298,3 +299,66 @@ def test_a_second_training_of_the_same_stage_is_refused(project):
     first.send_signal(signal.SIGINT)
     first.communicate(timeout=120)
     one_line_error(second, "vae training in", "is already being written by another process")
+
+
+# ---------------------------------------------------------------- commands the other files do not reach
+def test_scores_prints_the_last_evaluation_and_names_a_missing_one(trained, tmp_path):
+    from arcadedreamer.evaluation.stage import run_evaluate
+
+    raw = yaml.safe_load(trained.params_path.read_text())
+    raw["evaluation"]["metrics_file"] = str(tmp_path / "metrics/eval.json")
+    raw["evaluation"]["plots_dir"] = str(tmp_path / "plots")
+    raw["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "register_models": False}
+    params = write_params(tmp_path, raw)
+    report = run_evaluate(load_params(params), ckpt.final_checkpoint_path(trained.params, "dynamics"))
+    shown = run_cli("scores", "--params", str(params))
+    assert shown.returncode == 0, shown.stderr
+    breakout = report["games"]["BreakoutNoFrameskip-v4"]
+    assert f"ball recall h1 {breakout['ball_recall_h1_model']:.2f}" in shown.stdout
+    assert "the dream's ball misses: h1 faded" in shown.stdout
+    (tmp_path / "metrics/eval.json").unlink()
+    one_line_error(run_cli("scores", "--params", str(params)), "no scores yet; run `arcadedreamer evaluate`")
+
+
+def test_a_tracking_uri_with_credentials_is_refused_without_showing_them(tmp_path):
+    params = load_params(write_params(tmp_path, {"tracking": {"uri": "http://alice:s3cret@127.0.0.1:5999"}}))
+    with pytest.raises(UserError) as info:
+        tracking.setup(params)
+    assert "carries credentials" in str(info.value) and "s3cret" not in str(info.value)
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """A real read-only file system (root can write anywhere else)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {done.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(trained, read_only_folder):
+    model = ckpt.final_checkpoint_path(trained.params, "dynamics")
+    result = run_cli("dream", "--model", str(model), "--steps", "3", "--out", str(read_only_folder / "d.gif"),
+                     "--params", str(trained.params_path))  # fmt: skip
+    one_line_error(result, "--out:", "is not writable; choose a writable location")
+
+
+def test_a_training_that_diverges_registers_nothing(tmp_path):
+    """A learning rate far too large: the loss or a gradient stops being finite, the command says
+    so in one line, and no version of the model is registered."""
+    import mlflow
+
+    raw = tiny_params_dict(tmp_path, [GAME], frames=800)
+    raw["training"].update(lr=10.0, warmup_steps=0, grad_clip=1e6, scheduler="constant")
+    raw["vae"]["epochs"] = 3
+    params = write_params(tmp_path, raw)
+    assert run_cli("collect", "--params", str(params)).returncode == 0
+    result = run_cli("train", "--stage", "vae", "--params", str(params))
+    one_line_error(result, "training diverged")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert mlflow.MlflowClient().search_model_versions(f"name='{tracking.VAE_MODEL}'") == []

@@ -1,6 +1,7 @@
 """Real training on tiny real data, tracked in a temporary SQLite MLflow."""
 
 import json
+import math
 import pickle
 import shutil
 import subprocess
@@ -43,7 +44,11 @@ def test_training_writes_checkpoints_and_metrics(trained):
     dyn_state = ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "dynamics"), stage="dynamics")
     assert dyn_state["arch"] == {"latent_dim": 64, "num_actions": 18, "hidden_size": 32, "head_size": 128}
     vae_json = json.loads((trained.root / "metrics/vae.json").read_text())
-    assert vae_json["val_psnr"] > 10 and "val_psnr_mean_frame" in vae_json
+    # the reported PSNRs are those of the reported errors, and the gain their difference
+    assert vae_json["val_psnr"] == pytest.approx(10 * math.log10(1 / vae_json["val_mse"]))
+    assert vae_json["val_psnr_gain_over_mean_frame"] == pytest.approx(
+        vae_json["val_psnr"] - vae_json["val_psnr_mean_frame"]
+    )
     assert {f"val_psnr_{g}" for g in trained.games} <= set(vae_json)
     dyn_json = json.loads((trained.root / "metrics/dynamics.json").read_text())
     assert 0.3 < dyn_json["sampled_fraction"] < 0.7  # scheduled_sampling_prob 0.5

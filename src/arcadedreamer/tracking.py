@@ -159,16 +159,18 @@ def setup(params: Params) -> str:
     mlflow = _mlflow()
     uri = connect(params)
     name = params.tracking.experiment
+    location = None
     if uri.startswith("sqlite:///"):
         # Artifacts beside the database (not in whatever folder a command ran from).
         db_dir = Path(uri.removeprefix("sqlite:///")).resolve().parent
         db_dir.mkdir(parents=True, exist_ok=True)
-        if with_retry(lambda: mlflow.get_experiment_by_name(name)) is None:
-            try:
-                mlflow.create_experiment(name, artifact_location=(db_dir / "mlruns").as_uri())
-            except Exception as exc:  # created meanwhile by a parallel stage
-                if "already exists" not in str(exc).lower() and "locked" not in str(exc).lower():
-                    raise _tracking_failure(exc) from None
+        location = (db_dir / "mlruns").as_uri()
+    if with_retry(lambda: mlflow.get_experiment_by_name(name)) is None:
+        try:
+            mlflow.create_experiment(name, artifact_location=location)
+        except Exception as exc:  # created meanwhile by a stage running beside this one
+            if not any(word in str(exc).lower() for word in ("already exists", "locked")):
+                raise _tracking_failure(exc) from None
     experiment = with_retry(lambda: mlflow.set_experiment(name))
     if uri.startswith("sqlite:///"):
         check_artifacts_beside(experiment.artifact_location, db_dir)
@@ -537,16 +539,22 @@ def _model_name(model_uri: str) -> str:
 
 
 def alias_version(name: str, alias: str) -> dict | None:
-    """The version behind `alias` as {"version", "tags"}, or None when unset."""
+    """The version behind `alias` as {"version", "tags"}, or None when the alias (or the model)
+    does not exist. A store that fails or refuses the request is an error, never "no alias"."""
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
     try:
         version = with_retry(lambda: client.get_model_version_by_alias(name, alias))
-    except Exception as exc:
-        if "locked" in str(exc).lower():
-            raise
-        return None
+    except TrackingError as exc:
+        if _not_found(exc):
+            return None
+        raise
     return {"version": str(version.version), "tags": dict(version.tags)}
+
+
+def _not_found(exc: Exception) -> bool:
+    text = str(exc)
+    return "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower()
 
 
 def set_alias(name: str, alias: str, version: str) -> None:
@@ -563,8 +571,10 @@ def latest_version(name: str) -> str | None:
     client = _mlflow().MlflowClient()
     try:
         versions = with_retry(lambda: client.search_model_versions(f"name='{name}'"))
-    except Exception:
-        return None
+    except TrackingError as exc:
+        if _not_found(exc):
+            return None
+        raise
     return max((str(v.version) for v in versions), key=int, default=None)
 
 
@@ -575,6 +585,8 @@ def version_for_run(name: str, run_id: str | None) -> str | None:
     client = _mlflow().MlflowClient()
     try:
         versions = with_retry(lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
-    except Exception:
-        return None
+    except TrackingError as exc:
+        if _not_found(exc):
+            return None
+        raise
     return max((str(v.version) for v in versions), key=int, default=None)

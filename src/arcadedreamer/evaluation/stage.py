@@ -103,6 +103,11 @@ def plot_curves(result: dict, path: Path) -> Path:
     return path
 
 
+def _db(value: float | None) -> str:
+    """A difference in dB, or n/a where there is none (eval.json writes NaN as null)."""
+    return f"{value:+.2f} dB" if value is not None and math.isfinite(value) else "n/a"
+
+
 def _horizons(scores: dict, prefix: str) -> list[int]:
     """The headline horizons of `prefix` keys (`psnr_h10_gain` → 10), in order."""
     found = {int(k.removeprefix(prefix).split("_")[0]) for k in scores if k.startswith(prefix)}
@@ -113,10 +118,10 @@ def format_headline(result: dict) -> str:
     """A few lines per game: PSNR gains over copy-last, and the object scores where scored."""
     lines = []
     for game, scores in result["games"].items():
-        gains = ", ".join(f"h{h} {scores[f'psnr_h{h}_gain']:+.2f} dB" for h in _horizons(scores, "psnr_h"))
+        gains = ", ".join(f"h{h} {_db(scores.get(f'psnr_h{h}_gain'))}" for h in _horizons(scores, "psnr_h"))
         lines.append(
             f"{game}: model PSNR minus copy-last {gains}; reconstruction minus mean frame "
-            f"{scores['recon_gain_over_mean_frame']:+.2f} dB ({scores['windows']} rollouts)"
+            f"{_db(scores.get('recon_gain_over_mean_frame'))} ({scores['windows']} rollouts)"
         )
         if "recon_ball_recall" in scores:
             recalls = ", ".join(
