@@ -267,7 +267,7 @@ def main() -> None:
     rec.add_argument("--seed", type=int, required=True)
     rec.add_argument("--seconds", type=float, required=True)
     rec.add_argument("--experiment", default="")
-    rec.add_argument("--command", default="")
+    rec.add_argument("--command", dest="run_command", default="", help="what produced the run")
     rec.add_argument("--controller", action="store_true", help="also the controller stage's metrics")
     rep = sub.add_parser("report")
     rep.add_argument("file", type=Path)
