@@ -87,6 +87,15 @@ def collect_small(root: Path, frames: int, seed: int = 0, game: str = "PongNoFra
                            max_episode_frames=1000, progress=False)  # fmt: skip
 
 
+def free_port() -> int:
+    """A port of 127.0.0.1 free now (a server started right after binds it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def lock_held(path: Path) -> bool:
     """Whether a process holds the flock on `path` now (the event a test waits for, not a sleep)."""
     import fcntl

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from arcadedreamer import provenance, tracking
-from conftest import CLI, run_cli, tiny_params_dict, write_params
+from conftest import CLI, free_port, run_cli, tiny_params_dict, write_params
 
 GAME = "BreakoutNoFrameskip-v4"
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it
@@ -113,12 +112,6 @@ def ui(project):
     yield address
     proc.terminate()
     proc.wait(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

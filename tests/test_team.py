@@ -5,7 +5,6 @@ import configparser
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import PROJECT_ROOT, stage_runs
+from conftest import PROJECT_ROOT, free_port, stage_runs
 from test_dvc_pipeline import STAGES, copy_tiny_project, in_pipeline_order, ran
 
 sys.path.insert(0, str(PROJECT_ROOT / "tools"))
@@ -31,12 +30,6 @@ ALICE, BOB, READER = (
     ("reader", "reader-pass-9e8f7a"),
 )
 SECRETS = [p for _, p in (ADMIN, ALICE, BOB, READER)]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run(*args, cwd, user=None, env=None, check=True, timeout=600):
