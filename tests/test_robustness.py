@@ -156,6 +156,9 @@ def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes
     raw["vae"]["epochs"] = 4
     params = write_params(root, raw)
     assert run_cli("collect", "--params", str(params)).returncode == 0
+    stale = root / "metrics/vae.json"  # an earlier run's summary
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text('{"val_psnr": 99.0}')
     proc = start_cli("train", "--stage", "vae", "--params", str(params))
     first = root / "checkpoints/vae/vae_epoch_1.pt"
     assert wait_for(first.exists)
@@ -163,6 +166,7 @@ def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err
     assert leftovers(root / "checkpoints") == []
+    assert not stale.exists(), "no summary of another run beside this run's checkpoints"
     from arcadedreamer.models.checkpoints import load_checkpoint
 
     assert load_checkpoint(first)["epoch"] == 1

@@ -15,7 +15,7 @@ from torch import nn
 from arcadedreamer import interrupts, tracking
 from arcadedreamer.config import Params
 from arcadedreamer.errors import UserError
-from arcadedreamer.fileio import atomic_write_json
+from arcadedreamer.fileio import atomic_write_json, describe_os_error
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.progress import progress_bar
 from arcadedreamer.training.common import autocast, make_optimizer, maybe_compile, train_step
@@ -68,6 +68,12 @@ def run(
         if dist_info.is_main:
             print(f"resuming {stage.title} training from {path} (epoch {epoch})")
     net = maybe_compile(wrap(stage.loss, dist_info, device), params)  # DDP under torchrun
+    summary_path = Path(train_cfg.metrics_dir) / f"{stage.name}.json"
+    if dist_info.is_main:  # an earlier run's summary never stands beside this run's checkpoints
+        try:
+            summary_path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UserError(describe_os_error(summary_path, exc)) from None
     metrics: dict[str, float] = {}
     run = tracking.stage_run(stage.name, params, run_id=run_id, description=stage.description)
     lineage: dict[str, str] = {}
@@ -146,8 +152,8 @@ def run(
             "epochs": stage.epochs,
             **stage.summary,
         }
-        Path(train_cfg.metrics_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(train_cfg.metrics_dir) / f"{stage.name}.json", summary)
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(summary_path, summary)
         if params.tracking.register_models:
             version = tracking.register_checkpoint(
                 stage.model_name,
