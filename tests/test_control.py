@@ -31,7 +31,14 @@ from arcadedreamer.errors import UserError
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.controller import Agent, LinearController, explore, population_logits
 from arcadedreamer.models.dynamics import EventHeads
-from arcadedreamer.models.events import expected_rewards, game_over_scores, reward_scores
+from arcadedreamer.models.events import (
+    expected_rewards,
+    format_score,
+    game_over_scores,
+    predicted_events,
+    reward_scores,
+    roc_auc,
+)
 from arcadedreamer.training.common import balanced_class_weights
 from conftest import run_cli, write_params
 
@@ -76,6 +83,37 @@ def test_event_scores_against_the_majority_baseline():
     assert game_overs["game_over_accuracy"] == 0.75 and game_overs["game_over_majority_accuracy"] == 0.75
     assert game_overs["game_over_balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
     assert math.isnan(game_over_scores(torch.zeros(4), torch.zeros(4))["game_over_recall"])
+
+
+def test_the_events_read_from_probabilities_and_their_edge_cases():
+    rewards, game_overs = predicted_events(
+        torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]]), torch.tensor([0.5, 0.51])
+    )
+    assert rewards.tolist() == [1, 0] and game_overs.tolist() == [False, True], "over one half ends a game"
+    assert expected_rewards(torch.tensor([[0.2, 0.5, 0.3]])).item() == pytest.approx(0.1)
+    assert roc_auc(torch.tensor([0.1, 0.9, 0.2]), torch.tensor([0, 1, 0])) == 1.0
+    assert roc_auc(torch.tensor([0.9, 0.1, 0.2]), torch.tensor([0, 1, 0])) == 0.0
+    assert roc_auc(torch.full((4,), 0.3), torch.tensor([0, 1, 0, 1])) == 0.5, "ties count half"
+    assert math.isnan(roc_auc(torch.rand(3), torch.ones(3))) and math.isnan(
+        roc_auc(torch.rand(3), torch.zeros(3))
+    )
+    assert (format_score(0.914), format_score(0.914, 3), format_score(None), format_score(math.nan)) == (
+        "0.91",
+        "0.914",
+        "n/a",
+        "n/a",
+    )
+    scores = game_over_scores(torch.tensor([1, 1, 0, 0, 0]), torch.tensor([1, 0, 0, 0, 1]))
+    assert (scores["game_over_precision"], scores["game_over_recall"], scores["game_over_events"]) == (
+        0.5,
+        0.5,
+        2,
+    )
+    assert scores["game_over_balanced_accuracy"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert math.isnan(game_over_scores(torch.ones(3), torch.ones(3))["game_over_balanced_accuracy"])
+    assert math.isnan(
+        reward_scores(torch.ones(2, dtype=torch.long), torch.ones(2, dtype=torch.long))["reward_recall"]
+    )
 
 
 def test_heads_trained_with_balancing_weights_give_calibrated_probabilities():

@@ -36,7 +36,7 @@ TARGETS = {
                               "tests/test_control.py::test_game_overs_are_episode_ends_less_collection_cuts_and_truncations"],
     "evaluation/objects.py": ["tests/test_objects.py", "-k", "not ram and not player_read", ORACLE],
     "evaluation/metrics.py": ["tests/test_evaluation.py", "-k", "psnr_hand or ssim_bounds or moving_mask or own_scores"],
-    "models/events.py": ["tests/test_control.py", "-k", "event_scores or calibrated or confidence or rare_classes"],
+    "models/events.py": ["tests/test_control.py", "-k", "event_scores or edge_cases or calibrated or confidence or rare_classes"],
 }  # fmt: skip
 
 SWAPS = {
