@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
 # The CPU-sized setting of `make quickstart`: one game (GAME=…), 50 000 frames, short training
-# (README: results and ablation). `make quickstart-long` trains longer (about 35 min here, estimated from epoch times).
+# (docs/results.md). `make quickstart-long` trains 4x longer; it has not been timed end to end.
 GAME ?= BreakoutNoFrameskip-v4
 QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S training.batch_size=32 \
 	-S training.lr=0.001 -S training.checkpoint_every=1 -S dream.game=$(GAME) -S controller.game=$(GAME)
@@ -63,11 +63,11 @@ repro: data mlflow.db ## Run the whole pipeline with params.yaml (dvc repro)
 	@$(BIN)/python -c "from arcadedreamer.config import load_params as l; p = l(); print(f'dvc repro with params.yaml: {len(p.data.games)} game(s) x {p.data.frames_per_game} frames, {p.vae.epochs} VAE + {p.dynamics.epochs} dynamics epochs, batch {p.training.batch_size}, device {p.training.device}')"
 	ARCADEDREAMER_PIPELINE_ID=$$(date +%Y%m%d-%H%M%S) dvc repro
 
-quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CPU setting (dvc exp run, ~15 min; GAME=…)
+quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CPU setting (dvc exp run; GAME=…; time: results/run-times.json)
 	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
-quickstart-long: data mlflow.db ## The quickstart trained 4x longer (about 35 min on 2 CPU cores, estimated; GAME=…)
+quickstart-long: data mlflow.db ## The quickstart trained 4x longer (8 VAE + 12 dynamics epochs; GAME=…)
 	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-long-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_LONG) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
@@ -80,7 +80,7 @@ ABLATION = "-S vae.loss=sse -S vae.input_norm=false -S vae.surprise_weight=0" \
 	"-S vae.loss=bce -S vae.input_norm=true -S vae.surprise_weight=0.5"
 ABLATION_COLUMNS = 'Experiment|vae\.(loss|input_norm|surprise_weight)|summary\.(recon_ball_recall|ball_recall_h(1|10|50)_model|false_ball_rate_h10_model|psnr_h10_gain|recon_psnr)$$'
 
-ablation: data mlflow.db ## Which VAE setting keeps the ball: six quickstart experiments (~1.5 h with their controllers), then their table
+ablation: data mlflow.db ## Which VAE setting keeps the ball: six quickstart experiments, then their table
 	@$(KEEP_PARAMS); for setting in $(ABLATION); do \
 		ARCADEDREAMER_PIPELINE_ID=ablation-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $$setting $(QUIET_DVC) || exit 1; \
 	done
@@ -99,7 +99,7 @@ ABLATION_DYNAMICS = \
 DYNAMICS_SEEDS ?= 0 1 2
 ABLATION_RESULTS ?= results/ablation-dynamics.json
 
-ablation-dynamics: data mlflow.db ## Which dynamics training keeps the ball: 4 rows x 3 seeds of the quickstart to evaluate (~80 min), then the table
+ablation-dynamics: data mlflow.db ## Which dynamics training keeps the ball: 4 rows x 3 seeds of the quickstart to evaluate, then the table
 	@set -o pipefail; $(KEEP_PARAMS); for row in $(ABLATION_DYNAMICS); do name=$${row%%|*}; settings=$${row#*|}; \
 		for seed in $(DYNAMICS_SEEDS); do start=$$(date +%s); \
 			ARCADEDREAMER_PIPELINE_ID=ablation-dynamics-$$name-s$$seed dvc exp run evaluate $(QUICKSTART) $$settings \
@@ -176,7 +176,7 @@ test-deps:
 test: install test-deps ## Run the test suite (real ALE, DVC, MLflow, PyTorch, PostgreSQL, Chromium on tiny data)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-mutate: install ## Mutation testing of the pure modules (tools/mutate.py, ~30 min): writes results/mutation.json
+mutate: install ## Mutation testing of the pure modules (tools/mutate.py): writes results/mutation.json
 	$(BIN)/python tools/mutate.py
 
 lint: install ## Check style with ruff

@@ -90,6 +90,8 @@ def test_the_events_read_from_probabilities_and_their_edge_cases():
         torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]]), torch.tensor([0.5, 0.51])
     )
     assert rewards.tolist() == [1, 0] and game_overs.tolist() == [False, True], "over one half ends a game"
+    batched, _ = predicted_events(torch.tensor([[[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]]]), torch.zeros(1, 2))
+    assert batched.tolist() == [[1, 0]], "the classes are the last axis, whatever the batch's shape"
     assert expected_rewards(torch.tensor([[0.2, 0.5, 0.3]])).item() == pytest.approx(0.1)
     assert roc_auc(torch.tensor([0.1, 0.9, 0.2]), torch.tensor([0, 1, 0])) == 1.0
     assert roc_auc(torch.tensor([0.9, 0.1, 0.2]), torch.tensor([0, 1, 0])) == 0.0
