@@ -5,12 +5,23 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from arcadedreamer.config import DEFAULT_GAMES
 from arcadedreamer.data.collector import collect_game, collect_to_disk
 from arcadedreamer.data.dataset import FrameStacks, gather_stacks, load_episodes, split_episodes
 from arcadedreamer.data.emulator import replay
-from arcadedreamer.data.preprocessing import preprocess_frame, stack_start_indices
+from arcadedreamer.data.preprocessing import (
+    NO_REWARD,
+    REWARD_SIGNS,
+    episode_ids,
+    preprocess_frame,
+    psnr,
+    reward_classes,
+    stack_start_indices,
+    to_uint8,
+    to_unit_float,
+)
 from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_resize_supported
 from arcadedreamer.data.storage import load_game_data
 from arcadedreamer.errors import UserError
@@ -196,10 +207,32 @@ def test_stacks_never_cross_an_episode_boundary():
     # episode 0: rows 0-5, episode 1: rows 6-9 (exactly one stack), episode 2: rows 10-13
     assert stack_start_indices(ends, 4).tolist() == [3, 4, 5, 9, 13]
     frames = np.arange(14, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
-    import torch
 
     stacks = gather_stacks(torch.from_numpy(frames), torch.tensor([9]), 4)
     assert (stacks[0, :, 0, 0] * 255).round().tolist() == [6, 7, 8, 9]
+
+
+def test_preprocessing_helpers_by_hand():
+    # PSNR of a mean squared error on [0, 1] frames: 10·log10(1/mse); a perfect frame is infinite
+    assert psnr(0.01) == pytest.approx(20.0)
+    assert psnr(1.0) == pytest.approx(0.0)
+    assert psnr(0.0) == float("inf")
+    # episode numbers restart nowhere and step right after each episode's last frame
+    ends = np.array([0, 0, 1, 0, 1, 0], dtype=bool)
+    assert episode_ids(ends).tolist() == [0, 0, 0, 1, 1, 2]
+    assert episode_ids(np.zeros(0, dtype=bool)).tolist() == []
+    # a stack needs stack_size frames of one episode; an empty recording has none
+    assert stack_start_indices(np.array([1, 0, 0, 0], dtype=bool), 2).tolist() == [2, 3]
+    assert stack_start_indices(np.zeros(0, dtype=bool), 4).tolist() == []
+    # reward classes index REWARD_SIGNS: the sign of what the action earned
+    rewards = np.array([-3.0, 0.0, 0.5, 7.0])
+    assert [REWARD_SIGNS[c] for c in reward_classes(rewards)] == [-1.0, 0.0, 1.0, 1.0]
+    assert REWARD_SIGNS[NO_REWARD] == 0.0
+    # uint8 ↔ [0, 1] floats: exact both ways for every level, rounding and clipping on the way back
+    levels = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(to_unit_float(levels), levels.float() / 255)
+    assert to_uint8(to_unit_float(levels)).tolist() == list(range(256))
+    assert to_uint8(np.array([-0.5, 0.5 / 255 + 1e-6, 1.7])).tolist() == [0, 1, 255]
 
 
 def test_validation_split_takes_whole_episodes_per_game(collected):

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 # module → the pytest arguments selecting the tests that cover it (the pure, fast ones)
 ORACLE = "tests/test_evaluation.py::test_the_models_own_scores_at_each_horizon_are_those_of_the_frame_it_imagined_then"
 TARGETS = {
-    "data/preprocessing.py": ["tests/test_data.py", "-k", "preprocess_matches or stacks_never_cross or game_overs_are",
+    "data/preprocessing.py": ["tests/test_data.py", "-k", "preprocess_matches or stacks_never_cross or preprocessing_helpers",
                               "tests/test_control.py::test_game_overs_are_episode_ends_less_collection_cuts_and_truncations"],
     "evaluation/objects.py": ["tests/test_objects.py", "-k", "not ram and not player_read", ORACLE],
     "evaluation/metrics.py": ["tests/test_evaluation.py", "-k", "psnr_hand or ssim_bounds or moving_mask or own_scores"],
@@ -156,10 +156,11 @@ def main() -> None:
     killed = sum(r["killed"] for r in report.values())
     total = sum(r["mutants"] for r in report.values())
     from arcadedreamer import provenance
+    from arcadedreamer.fileio import atomic_open
 
     result = {
         "title": "Mutation testing of the pure modules: bugs planted one at a time, caught by the tests",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "measured": dt.datetime.now(dt.timezone.utc).date().isoformat(),
         "commit": provenance.git_state(ROOT),
         "machine": provenance.machine(),
         "command": "make mutate",
@@ -171,7 +172,8 @@ def main() -> None:
         "modules": report,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    with atomic_open(args.out, "w") as handle:
+        handle.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(f"kill rate {killed}/{total} = {killed / total:.1%} → {args.out}")
 
 

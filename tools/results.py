@@ -127,7 +127,7 @@ def table(results: dict) -> str:
                 f"{scores[mean]:+.2f} ± {scores[ci]:.2f}" if mean in scores else "n/a"
                 for mean, ci, _ in CONTROLLER_COLUMNS
             ]
-        minutes = mean_and_spread([r["wall_seconds"] / 60 for r in runs])
+        minutes = mean_and_spread([r["wall_seconds"] / 60 for r in runs if r["wall_seconds"] is not None])
         cells.append(_format(*minutes, 1))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

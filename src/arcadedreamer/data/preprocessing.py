@@ -42,9 +42,8 @@ def stack_start_indices(episode_ends: np.ndarray, stack_size: int) -> np.ndarray
     """
     episode_ends = np.asarray(episode_ends, dtype=bool)
     n = len(episode_ends)
-    # position of each frame inside its episode
+    # position of each frame inside its episode (the first episode starts at 0)
     starts = np.zeros(n, dtype=bool)
-    starts[0] = n > 0
     starts[1:] = episode_ends[:-1]
     episode_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
     position = np.arange(n) - episode_start
