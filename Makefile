@@ -115,7 +115,7 @@ quickstart-summary:
 	@echo "Dream: outputs/dream_$(GAME).gif   Scores: metrics/eval.json, plots/eval_curves.png"
 	@echo "Controller: metrics/controller.json, checkpoints/controller/returns.png   Watch it: make agent GAME=$(GAME)"
 	@echo "params.yaml is as it was (the quickstart's values live in the experiment: dvc exp show)"
-	@echo "Compare experiments: dvc exp show   MLflow UI: make ui, then open the address it prints:"
+	@echo "Compare experiments: dvc exp show   Browse the runs: make ui, which serves them at"
 	@arcadedreamer ui --print-url
 
 ui: install mlflow.db ## The MLflow UI, opened on the training runs (PORT=5000, HOST=127.0.0.1; one worker, ~0.6 GB)
@@ -173,8 +173,10 @@ test-deps:
 		else echo "error: the tests need Debian's$$missing: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	fi
 
+# One torch thread a process: the workers already fill the cores, and more threads than cores
+# spin against each other (OMP_NUM_THREADS=… overrides)
 test: install test-deps ## Run the test suite (real ALE, DVC, MLflow, PyTorch, PostgreSQL, Chromium on tiny data)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 mutate: install ## Mutation testing of the pure modules (tools/mutate.py): writes results/mutation.json
 	$(BIN)/python tools/mutate.py

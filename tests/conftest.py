@@ -14,6 +14,7 @@ import yaml
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests choose their own temporary databases
+os.environ["DVC_NO_ANALYTICS"] = "1"  # no background reporter process after every dvc command
 
 from arcadedreamer.config import load_params  # noqa: E402
 

@@ -4,6 +4,8 @@ write the docs' tables from those files.
     python tools/results.py record results/ablation-dynamics.json --row NAME --seed N \
         --seconds S --experiment EXP --command "make ablation-dynamics"
     python tools/results.py report results/ablation-dynamics.json [--figure docs/ablation_dynamics.png]
+    python tools/results.py scorecard results/quickstart-breakout.json --workspace CLONE \
+        --seconds S --command "git clone … && make quickstart"
     python tools/results.py tables [--check]
 
 `tables` rewrites every block of README.md and docs/*.md that stands between
@@ -85,6 +87,48 @@ def record(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, results)
     return run
+
+
+def scorecard(path: Path, workspace: Path, seconds: float, command: str) -> dict:
+    """The quickstart's headline table into `path`, from what a finished `make quickstart` left in
+    `workspace` (metrics/eval.json, metrics/controller.json), with that checkout's commit."""
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    games = json.loads((workspace / params["evaluation"]["metrics_file"]).read_text())["games"]
+    if len(games) != 1:
+        raise SystemExit(f"error: the quickstart scores one game; this evaluation has {sorted(games)}")
+    ((game, scores),) = games.items()
+    controller = json.loads((workspace / params["controller"]["metrics_file"]).read_text())
+    horizons = (1, 10, 50)
+
+    def line(title: str, key: str, fmt: str = "{:.2f}") -> list[str]:
+        return [title] + [fmt.format(scores[key.format(h=h)]).replace("-", "−") for h in horizons]
+
+    minutes, rest = divmod(round(seconds), 60)
+    results = {
+        "title": f"make quickstart from a clean clone: held-out {game}, {scores['windows']} open-loop rollouts",
+        "measured": dt.datetime.now(dt.timezone.utc).date().isoformat(),
+        "commit": provenance.git_state(workspace),
+        "machine": provenance.machine(),
+        "versions": provenance.versions(),
+        "command": command,
+        "wall_time": f"{minutes} min {rest} s wall, install included, the machine otherwise idle",
+        "columns": ["", "h = 1", "h = 10", "h = 50"],
+        "rows": [
+            line("dream ball recall", "ball_recall_h{h}_model"),
+            line("ball recall: copy the last real frame", "ball_recall_h{h}_copy_last"),
+            line("false-ball rate: dream", "false_ball_rate_h{h}_model"),
+            line("paddle error (frame pixels): dream", "player_error_h{h}_model"),
+            line("paddle error: copy-last", "player_error_h{h}_copy_last"),
+            line("PSNR, dream minus copy-last (dB)", "psnr_h{h}_gain", "{:+.2f}"),
+            [f"VAE alone: ball recall {scores['recon_ball_recall']:.2f}, paddle error "
+             f"{scores['recon_player_error']:.2f} px", "", "", ""],
+            [f"controller in {controller['eval_episodes']} real games: {controller['real_return_mean']:+.2f} ± "
+             f"{controller['real_return_ci95']:.2f} (random {controller['random_return_mean']:+.2f} ± "
+             f"{controller['random_return_ci95']:.2f})", "", "", ""],
+        ],
+    }  # fmt: skip
+    atomic_write_json(path, results)
+    return results
 
 
 def mean_and_spread(values: list[float]) -> tuple[float, float]:
@@ -272,6 +316,11 @@ def main() -> None:
     rep = sub.add_parser("report")
     rep.add_argument("file", type=Path)
     rep.add_argument("--figure", type=Path)
+    card = sub.add_parser("scorecard", help="the quickstart's headline table from a finished quickstart")
+    card.add_argument("file", type=Path)
+    card.add_argument("--workspace", type=Path, default=ROOT, help="the checkout that ran make quickstart")
+    card.add_argument("--seconds", type=float, required=True, help="its wall time")
+    card.add_argument("--command", dest="run_command", required=True, help="what produced it")
     tab = sub.add_parser("tables")
     tab.add_argument("--check", action="store_true", help="only say which blocks differ (exit 1)")
     args = parser.parse_args()
@@ -280,9 +329,13 @@ def main() -> None:
         for block in stale:
             print(("differs from its file: " if args.check else "rewrote: ") + block)
         sys.exit(1 if args.check and stale else 0)
+    if args.command == "scorecard":
+        results = scorecard(args.file, args.workspace.resolve(), args.seconds, args.run_command)
+        print("\n".join(" | ".join(row) for row in results["rows"]))
+        return
     if args.command == "record":
         run = record(
-            args.file, args.row, args.seed, args.seconds, args.experiment, args.command, args.controller
+            args.file, args.row, args.seed, args.seconds, args.experiment, args.run_command, args.controller
         )
         scores = run["scores"]
         print(

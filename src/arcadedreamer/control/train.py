@@ -262,7 +262,8 @@ def score_controller(
         f"{random_ci:.2f} over {cfg.eval_episodes} episodes (difference {difference:+.2f} ± "
         f"{difference_ci:.2f}: it {verdict} random); reward per {PER_FRAMES} frames in the dream "
         f"{rates['dream_reward_rate']:+.2f}, in the real game {rates['real_reward_rate']:+.2f}; its episodes "
-        f"last {longer:+.0f} ± {longer_ci:.0f} frames against random's {real_random['frames'].mean():.0f}"
+        f"last {real['frames'].mean():.0f} frames, random's {real_random['frames'].mean():.0f} "
+        f"(difference {longer:+.0f} ± {longer_ci:.0f})"
     )
     if constants:
         verdict = "beats" if constants["beats_best_constant"] else "does not beat"
