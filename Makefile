@@ -28,7 +28,7 @@ KEEP_PARAMS = mkdir -p .dvc/tmp && $(EXP_LOCK) && cp params.yaml .params.yaml.be
 # restore; that is expected, so those lines are dropped (everything else, errors included, passes)
 QUIET_DVC = 2> >(grep -v --line-buffered "No file hash info found for" >&2)
 
-.PHONY: help install test-deps mutate data repro quickstart quickstart-long quickstart-summary ablation ablation-dynamics ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
+.PHONY: help install test-deps mutate plant-bugs data repro quickstart quickstart-long quickstart-summary ablation ablation-dynamics ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -180,6 +180,9 @@ test: install test-deps ## Run the test suite (real ALE, DVC, MLflow, PyTorch, P
 
 mutate: install ## Mutation testing of the pure modules (tools/mutate.py): writes results/mutation.json
 	$(BIN)/python tools/mutate.py
+
+plant-bugs: install ## Plant each bug docs/testing.md names in a throwaway clone; writes results/planted-bugs.json
+	tools/plant_bugs.sh
 
 lint: install ## Check style with ruff
 	$(BIN)/ruff check src tests benchmarks tools

@@ -57,6 +57,8 @@ def test_game_overs_are_episode_ends_less_collection_cuts_and_truncations():
     ]
     # an episode as long as max_episode_frames was truncated by ALE, not ended by the game
     assert np.flatnonzero(game_over_frames(ends, np.array([19]), max_episode_frames=5)).tolist() == []
+    # one frame short of the budget, the first episode as the others: the game ended them
+    assert np.flatnonzero(game_over_frames(ends, np.array([19]), max_episode_frames=6)).tolist() == [4, 9, 14]
     assert reward_classes(np.array([-1.0, 0.0, 4.0, 0.0])).tolist() == [0, 1, 2, 1]
 
 

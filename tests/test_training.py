@@ -304,24 +304,24 @@ def test_cli_train_errors(trained, tmp_path):
 
 
 def test_vae_on_real_breakout_carries_information_and_beats_the_mean_frame(tmp_path):
-    """The posterior-collapse check on real frames: a short CPU run (3 epochs of 5 000 frames)."""
+    """The posterior-collapse check on real frames: a short CPU run (2 epochs of 3 000 frames)."""
     from arcadedreamer.data.collector import collect_to_disk
     from arcadedreamer.data.dataset import FrameStacks, load_episodes, split_episodes
 
     game = "BreakoutNoFrameskip-v4"
-    raw = tiny_params_dict(tmp_path, [game], frames=5000)
+    raw = tiny_params_dict(tmp_path, [game], frames=3000)
     raw["data"]["num_envs"] = 8
-    raw["vae"]["epochs"] = 3
-    # A constant rate (a 3-epoch cosine would decay it away) after a 150-step warm-up: the 3 epochs
-    # are ~410 steps, so the default 500-step warm-up would never reach the rate at all
+    raw["vae"]["epochs"] = 2
+    # A constant rate (a 2-epoch cosine would decay it away) after a 50-step warm-up: the 2 epochs
+    # are ~160 steps, so the default 500-step warm-up would never reach the rate at all
     raw["training"].update(
-        {"lr": 1e-3, "num_threads": 0, "checkpoint_every": 3, "scheduler": "constant", "warmup_steps": 150}
+        {"lr": 1e-3, "num_threads": 0, "checkpoint_every": 2, "scheduler": "constant", "warmup_steps": 50}
     )
     raw["tracking"]["register_models"] = False
     params = load_params(write_params(tmp_path, raw))
     collect_to_disk(
         [game],
-        5000,
+        3000,
         params.data.out_dir,
         seed=0,
         num_envs=8,
