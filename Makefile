@@ -178,8 +178,8 @@ test-deps:
 test: install test-deps ## Run the test suite (real ALE, DVC, MLflow, PyTorch, PostgreSQL, Chromium on tiny data)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-mutate: install ## Mutation testing of the pure modules (tools/mutate.py): writes results/mutation.json
-	$(BIN)/python tools/mutate.py
+mutate: install ## Mutation testing of the pure modules (tools/mutate.py; LIMIT=40: a sample a module): results/mutation.json
+	$(BIN)/python tools/mutate.py $(if $(LIMIT),--limit $(LIMIT))
 
 plant-bugs: install ## Plant each bug docs/testing.md names in a throwaway clone; writes results/planted-bugs.json
 	tools/plant_bugs.sh

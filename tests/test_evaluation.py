@@ -50,6 +50,27 @@ def test_ssim_bounds_and_identity():
     assert metrics.ssim_per_frame(x, (x + 0.02).clamp(0, 1)).min() > 0.9
 
 
+def test_ssim_matches_the_reference_computed_with_scipys_gaussian_filter():
+    """Wang et al.'s SSIM as scikit-image computes it: an 11×11 Gaussian of σ 1.5 (scipy's
+    filter truncated at 3.5 σ), averaged over the pixels whose window lies inside the frame."""
+    from scipy.ndimage import gaussian_filter
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 24, 24, generator=g)
+    y = (0.7 * x + 0.3 * torch.rand(2, 24, 24, generator=g)).clamp(0, 1)
+    c1, c2 = 0.01**2, 0.03**2
+    expected = []
+    for a, b in zip(x.double().numpy(), y.double().numpy()):
+        blur = lambda t: gaussian_filter(t, sigma=1.5, truncate=3.5)[5:-5, 5:-5]  # noqa: E731
+        mu_a, mu_b = blur(a), blur(b)
+        var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+        ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+            (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+        )
+        expected.append(ssim_map.mean())
+    assert metrics.ssim_per_frame(x, y).tolist() == pytest.approx(expected, abs=1e-5)
+
+
 def test_moving_mask_and_masked_error():
     last = torch.zeros(1, 4, 4)
     target = torch.zeros(1, 4, 4)
@@ -59,6 +80,9 @@ def test_moving_mask_and_masked_error():
     pred = torch.zeros(1, 4, 4)
     pred[0, 1, 2] = 0.5
     assert metrics.masked_mse(pred, target, mask) == pytest.approx(0.25)
+    two = mask.clone()
+    two[0, 0, 0] = True  # a second pixel, predicted right: the mean over both
+    assert metrics.masked_mse(pred, target, two) == pytest.approx(0.125)
     assert math.isnan(metrics.masked_mse(pred, target, torch.zeros_like(mask)))
 
 

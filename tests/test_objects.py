@@ -7,10 +7,12 @@ import pytest
 from arcadedreamer.data.objects import GAMES, ObjectBoxes, box_coverage, object_boxes
 from arcadedreamer.data.preprocessing import preprocess_frame
 from arcadedreamer.evaluation.objects import (
+    MIN_MASS,
     OUTCOMES,
     PLAYER_READABLE,
     ball_hits,
     ball_outcomes,
+    block_sums,
     false_balls,
     object_scores,
     object_truth,
@@ -160,10 +162,11 @@ def synthetic(ball_xy=(70, 140), paddle_x=60):
     return frame[None].astype(np.float32), ObjectBoxes(ball=ball, player=player)
 
 
-def scores(pred, truth):
+def scores(pred, truth, player_tolerance=2.0):
     return object_scores(
-        pred, truth, BREAKOUT, tolerance=2, visibility=0.5, typical_mass=float(truth.mass[0])
-    )
+        pred, truth, BREAKOUT, tolerance=2, visibility=0.5, typical_mass=float(truth.mass[0]),
+        player_tolerance=player_tolerance,
+    )  # fmt: skip
 
 
 def test_a_ball_at_the_right_place_scores_recall_one_and_no_false_ball():
@@ -209,7 +212,39 @@ def test_a_frame_without_a_ball_counts_a_drawn_ball_as_false():
     assert np.isnan(truth.mass).all()
     assert false_balls(frame, truth, BREAKOUT, 2, 0.2).all()
     assert not false_balls(truth.erased, truth, BREAKOUT, 2, 0.2).any()
-    assert np.isnan(object_scores(frame, truth, BREAKOUT, 2, 0.5, 0.4).ball_recall)
+    assert np.isnan(object_scores(frame, truth, BREAKOUT, 2, 0.5, 0.4, 2.0).ball_recall)
+
+
+def test_a_ball_is_scored_from_min_mass_up():
+    frame, boxes = synthetic()
+    ball = 0.43 * box_coverage(boxes.ball[0], 64)[None]
+    full = float(object_truth(frame, boxes, BREAKOUT).mass[0])  # the drawn ball's block sum
+    assert full > MIN_MASS and MIN_MASS == pytest.approx(8 / 255)
+    for mass, scored in ((8.2 / 255, True), ((8 / 255 + 8 / 256) / 2, False), (7 / 255, False)):
+        dim = frame - ball + ball * (mass / full)
+        truth = object_truth(dim.astype(np.float32), boxes, BREAKOUT)
+        assert np.isfinite(truth.mass[0]) == scored, mass * 255
+
+
+def test_the_ball_is_erased_to_the_courts_own_level():
+    pong = GAMES["PongNoFrameskip-v4"]  # a grey court (level 87), unlike Breakout's black one
+    court = pong.court_level / 255
+    ball, paddle = np.array([[80, 100, 2, 4]], dtype=float), np.array([[140, 100, 4, 16]], dtype=float)
+    frame = court + (0.9 - court) * (box_coverage(ball[0], 64) + box_coverage(paddle[0], 64))
+    truth = object_truth(frame[None].astype(np.float32), ObjectBoxes(ball=ball, player=paddle), pong)
+    no_ball = court + (0.9 - court) * box_coverage(paddle[0], 64)
+    assert np.allclose(truth.erased[0], no_ball)
+    assert truth.mass[0] == pytest.approx(float((frame - no_ball).sum()), rel=1e-5)
+    # the paddle is read above the grey court: centred on its box, 108 screen rows → frame rows
+    assert truth.player[0] == pytest.approx(108 * 64 / 210, abs=0.3)
+
+
+def test_the_player_tolerance_decides_a_near_miss():
+    frame, boxes = synthetic(paddle_x=60)
+    truth = object_truth(frame, boxes, BREAKOUT)
+    moved, _ = synthetic(paddle_x=67)  # 7 screen pixels = 2.8 frame pixels off
+    assert scores(moved, truth, player_tolerance=2.0).player_misplaced == 1.0
+    assert scores(moved, truth, player_tolerance=3.0).player_recall == 1.0
 
 
 def test_player_error_is_the_distance_in_frame_pixels_and_a_missing_player_the_half_track():
@@ -272,6 +307,31 @@ def test_a_ball_miss_is_faded_misplaced_or_absent(name, expected):
     assert ball_outcome(pred.astype(np.float32), truth) == expected
 
 
+def test_a_ball_drawn_brighter_than_the_truth_or_in_faint_noise_is_still_shown():
+    frame, boxes = synthetic()
+    truth = object_truth(frame, boxes, BREAKOUT)
+    ball = 0.43 * box_coverage(boxes.ball[0], 64)[None]
+    brighter = frame + 2 * ball  # three times the true ball's brightness, nothing around it
+    assert ball_outcome(brighter.astype(np.float32), truth) == "hit"
+    # a haze of 1/4 the brightness a clean neighbourhood allows, everywhere
+    haze = 0.25 * 0.5 * float(truth.mass[0]) / 8
+    assert ball_outcome((frame + haze).astype(np.float32), truth) == "hit"
+
+
+def test_a_ball_over_the_courts_edge_is_not_scored():
+    for xy in ((151, 140), (70, 187)):  # over the right wall; over the paddle's rows
+        frame, boxes = synthetic(ball_xy=xy)
+        assert np.isnan(object_truth(frame, boxes, BREAKOUT).mass[0]), xy
+    frame, boxes = synthetic(ball_xy=(148, 183))  # wholly inside the open court
+    assert np.isfinite(object_truth(frame, boxes, BREAKOUT).mass[0])
+
+
+def test_block_sums_add_each_two_by_two_block():
+    images = np.arange(9, dtype=float).reshape(3, 3)
+    assert block_sums(images).tolist() == [[8.0, 12.0], [20.0, 24.0]]
+    assert block_sums(np.stack([images, 2 * images])).shape == (2, 2, 2)
+
+
 def test_the_ball_shares_add_up_to_one_and_recall_is_the_hit_share():
     frame, boxes = synthetic()
     four = ObjectBoxes(ball=np.repeat(boxes.ball, 4, 0), player=np.repeat(boxes.player, 4, 0))
@@ -281,7 +341,7 @@ def test_the_ball_shares_add_up_to_one_and_recall_is_the_hit_share():
     preds[1] -= 0.7 * ball  # faded
     preds[2] -= ball  # absent
     preds[3] -= ball  # absent
-    result = object_scores(preds, truth, BREAKOUT, 2, 0.5, float(truth.mass[0]))
+    result = object_scores(preds, truth, BREAKOUT, 2, 0.5, float(truth.mass[0]), 2.0)
     assert (result.ball_recall, result.ball_faded, result.ball_misplaced, result.ball_absent) == (
         0.25,
         0.25,

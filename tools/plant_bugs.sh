@@ -36,7 +36,7 @@ plant "the model's frames scored one horizon early" src/arcadedreamer/evaluation
   's/    targets = windows.stacks\[:, context:, -1\]/    targets = windows.stacks[:, context - 1 : -1, -1]/' \
   tests/test_evaluation.py -k own_scores
 cd "$ROOT"
-"$PY" - "$WORK/outcomes.tsv" <<'PYTHON'
+"$PY" - "$WORK/outcomes.tsv" "$WORK/tree" <<'PYTHON'
 import datetime as dt, json, sys
 sys.path.insert(0, "src")
 from arcadedreamer import provenance
@@ -44,7 +44,7 @@ from arcadedreamer.fileio import atomic_write_json
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 atomic_write_json("results/planted-bugs.json", {
     "title": "Bugs the tests name, planted one at a time: does the suite catch each?",
-    "measured": dt.date.today().isoformat(), "commit": provenance.git_state("."),
+    "measured": dt.date.today().isoformat(), "commit": provenance.git_state(sys.argv[2]),
     "machine": provenance.machine(), "command": "tools/plant_bugs.sh",
     "columns": ["planted bug", "outcome", "the tests run"],
     "rows": [[name, outcome, f"`{tests}`"] for name, outcome, tests in rows],

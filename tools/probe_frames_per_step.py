@@ -132,7 +132,15 @@ res = {}
 for hz in range(1, H + 1):
     tgt = win.stacks[:, base + hz, -1]
     truth = _object_truth(tgt, win.objects, base + hz, scoring)
-    sc = object_scores(frames[:, hz - 1].numpy(), truth, GAMES[scoring.game], 2, 0.5, scoring.typical_mass)
+    sc = object_scores(
+        frames[:, hz - 1].numpy(),
+        truth,
+        GAMES[scoring.game],
+        2,
+        0.5,
+        scoring.typical_mass,
+        scoring.player_tolerance,
+    )
     res[hz] = (
         sc.ball_recall,
         sc.player_error,

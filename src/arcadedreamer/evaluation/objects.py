@@ -288,7 +288,7 @@ def object_scores(
     tolerance: int,
     visibility: float,
     typical_mass: float,
-    player_tolerance: float = 2.0,
+    player_tolerance: float,
 ) -> ObjectScores:
     """`tolerance` (ball) and `player_tolerance` in frame pixels; `visibility` the fraction of
     the true object's brightness a drawn one needs; `typical_mass` a typical ball's brightness
