@@ -236,7 +236,9 @@ def test_the_ball_is_erased_to_the_courts_own_level():
     assert np.allclose(truth.erased[0], no_ball)
     assert truth.mass[0] == pytest.approx(float((frame - no_ball).sum()), rel=1e-5)
     # the paddle is read above the grey court: centred on its box, 108 screen rows → frame rows
+    assert player_positions(frame[None], pong)[0] == pytest.approx(108 * 64 / 210, abs=0.3)
     assert truth.player[0] == pytest.approx(108 * 64 / 210, abs=0.3)
+    assert truth.player_half[0] == pytest.approx(16 * 64 / 210 / 2)  # Pong's paddle stands upright
 
 
 def test_the_player_tolerance_decides_a_near_miss():
@@ -319,11 +321,13 @@ def test_a_ball_drawn_brighter_than_the_truth_or_in_faint_noise_is_still_shown()
 
 
 def test_a_ball_over_the_courts_edge_is_not_scored():
-    for xy in ((151, 140), (70, 187)):  # over the right wall; over the paddle's rows
+    # the open court is x 8-152, y 93-189 (screen pixels): over its walls or the paddle's rows
+    for xy in ((151, 140), (7, 140), (70, 187), (70, 92)):
         frame, boxes = synthetic(ball_xy=xy)
         assert np.isnan(object_truth(frame, boxes, BREAKOUT).mass[0]), xy
-    frame, boxes = synthetic(ball_xy=(148, 183))  # wholly inside the open court
-    assert np.isfinite(object_truth(frame, boxes, BREAKOUT).mass[0])
+    for xy in ((148, 183), (8, 140), (70, 93), (150, 185)):  # wholly inside, touching its edges
+        frame, boxes = synthetic(ball_xy=xy)
+        assert np.isfinite(object_truth(frame, boxes, BREAKOUT).mass[0]), xy
 
 
 def test_block_sums_add_each_two_by_two_block():
