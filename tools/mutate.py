@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "results/mutation.json")
     args = parser.parse_args()
     started = time.monotonic()
+    from arcadedreamer import provenance
+
+    commit = provenance.git_state(ROOT)  # the code the mutants come from (later commits don't count)
     report = {}
     with tempfile.TemporaryDirectory() as scratch:
         src = Path(scratch) / "src"
@@ -161,13 +164,12 @@ def main() -> None:
                               "survivors": survivors, "tests": tests}  # fmt: skip
     killed = sum(r["killed"] for r in report.values())
     total = sum(r["mutants"] for r in report.values())
-    from arcadedreamer import provenance
     from arcadedreamer.fileio import atomic_open
 
     result = {
         "title": "Mutation testing of the pure modules: bugs planted one at a time, caught by the tests",
         "measured": dt.datetime.now(dt.timezone.utc).date().isoformat(),
-        "commit": provenance.git_state(ROOT),
+        "commit": commit,
         "machine": provenance.machine(),
         "command": " ".join(["python tools/mutate.py", *sys.argv[1:]]),
         "note": f"An evenly spaced sample of at most {args.limit} mutants a module." if args.limit else None,
