@@ -177,8 +177,9 @@ def test_a_ball_at_the_right_place_scores_recall_one_and_no_false_ball():
     assert result.player_error < 0.3
     shifted, _ = synthetic(ball_xy=(72, 143))  # 0.8 and 0.9 frame pixels off: within tolerance
     assert ball_hits(shifted, truth, 2, 0.5).all()
-    beyond, _ = synthetic(ball_xy=(78, 140))  # 3.2 frame pixels off: beyond it
-    assert not ball_hits(beyond, truth, 2, 0.5).any()
+    for xy in ((78, 140), (70, 150)):  # 3.2 frame pixels right, 3.0 below: beyond it
+        beyond, _ = synthetic(ball_xy=xy)
+        assert not ball_hits(beyond, truth, 2, 0.5).any(), xy
 
 
 @pytest.mark.parametrize(
