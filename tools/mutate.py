@@ -44,6 +44,31 @@ TARGETS = {
     "models/events.py": (["tests/test_control.py"], "event_scores or edge_cases or calibrated or confidence or rare_classes"),
 }  # fmt: skip
 
+# Survivors that cannot change a result the project computes, by module and line, and why (a run
+# lists them apart; a line that moves must be updated here)
+EQUIVALENT = {
+    "evaluation/objects.py": {
+        73: "frames are square: shape[-1] is shape[1] and shape[-2]",
+        126: "frames are square: shape[-1] is shape[1] and shape[-2]",
+        179: "frames are square: shape[-1] is shape[1] and shape[-2]",
+        135: "a search window is never under 2 pixels wide (tolerance >= 1), so the branch cannot run",
+        136: "the same branch: the placeholder peak is never used",
+        185: "the margin's far side lies outside the open court for all three games",
+        86: "< for <= on float brightnesses that are never exactly equal",
+        169: "< for <= on float brightnesses that are never exactly equal",
+        223: "< for <= on float brightnesses that are never exactly equal",
+        247: "< for <= on float positions that are never exactly equal",
+        251: "< for <= on float positions that are never exactly equal",
+        253: "< for <= on float brightnesses that are never exactly equal",
+    },
+    "evaluation/metrics.py": {54: "pixel differences are multiples of 1/255, never exactly 0.5/255"},
+    "models/events.py": {
+        44: "a missing class gives NaN either way (0/0)",
+        59: "an AUC does not change when every score is shifted by the same amount",
+        62: "minlength only pads zero counts, which never win the max",
+        88: "a missing class already makes recall or specificity NaN",
+    },
+}
 SWAPS = {
     ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
     ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
@@ -104,6 +129,16 @@ def mutate(tree: ast.Module, site: int) -> ast.Module:
     raise IndexError(site)
 
 
+def line_of(what: str) -> int:
+    """The line number of a mutation's description ("line 84: GtE → Gt")."""
+    return int(what.split(":")[0].split()[1])
+
+
+def row(name: str, mutants: int, killed: int, equivalent: int) -> list:
+    rate = lambda k, n: f"{k / n:.0%}" if n else "n/a"  # noqa: E731
+    return [name, mutants, killed, rate(killed, mutants), equivalent, rate(killed, mutants - equivalent)]
+
+
 def run_tests(src: Path, tests: list[str], timeout: float) -> str:
     env = {**os.environ, "PYTHONPATH": str(src)}
     command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:xdist", "-p", "no:cacheprovider", *tests]
@@ -160,10 +195,13 @@ def main() -> None:
                 )
             path.write_text(original)
             total = killed + len(survivors)
+            reasons = EQUIVALENT.get(module, {})
+            equivalent = [[what, reasons[line_of(what)]] for what in survivors if line_of(what) in reasons]
             report[module] = {"mutants": total, "killed": killed, "kill_rate": killed / total if total else None,
-                              "survivors": survivors, "tests": tests}  # fmt: skip
+                              "survivors": survivors, "equivalent": equivalent, "tests": tests}  # fmt: skip
     killed = sum(r["killed"] for r in report.values())
     total = sum(r["mutants"] for r in report.values())
+    others = total - sum(len(r["equivalent"]) for r in report.values())  # mutants that can change a result
     from arcadedreamer.fileio import atomic_open
 
     result = {
@@ -175,9 +213,17 @@ def main() -> None:
         "note": f"An evenly spaced sample of at most {args.limit} mutants a module." if args.limit else None,
         "wall_time": f"{(time.monotonic() - started) / 60:.0f} minutes",
         "kill_rate": killed / total if total else None,
-        "columns": ["module", "mutants", "killed", "kill rate"],
-        "rows": [[f"`{m}`", r["mutants"], r["killed"], f"{r['kill_rate']:.0%}"] for m, r in report.items()]
-        + [["all", total, killed, f"{killed / total:.0%}" if total else "n/a"]],
+        "kill_rate_of_the_others": killed / others if others else None,
+        "columns": [
+            "module",
+            "mutants",
+            "killed",
+            "kill rate",
+            "survivors that cannot change a result",
+            "kill rate of the others",
+        ],
+        "rows": [row(f"`{m}`", r["mutants"], r["killed"], len(r["equivalent"])) for m, r in report.items()]
+        + [row("all", total, killed, total - others)],
         "modules": report,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
