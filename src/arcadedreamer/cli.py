@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
 import sys
 from contextlib import nullcontext
@@ -317,7 +319,6 @@ def dream(
 ) -> None:
     """Imagine a sequence from real context and the given actions; write an animated GIF."""
     from arcadedreamer.data.actions import parse_actions
-    from arcadedreamer.viz.dream import run_dream
 
     cfg = load_params(params)
     game = _game(game or cfg.dream.game)
@@ -328,6 +329,8 @@ def dream(
         action_ids = parse_actions(cfg.dream.actions, game)
     else:
         action_ids = None  # seeded random actions, `--steps` (or dream.steps) of them
+    from arcadedreamer.viz.dream import run_dream  # torch: imported once the arguments are known good
+
     path = run_dream(
         cfg,
         game,
@@ -451,12 +454,32 @@ def _run_app(argv: list[str] | None) -> int:
     return 0
 
 
+_exit_code = 1  # what the process returns if `main` never does (an uncaught exception)
+
+
 def run() -> None:
+    global _exit_code
+    atexit.register(_exit_without_teardown)  # registered first, so it runs after every other handler
     # one line per epoch is the progress in a log or a pipe (dvc repro): write each line as it comes
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
-    sys.exit(main())
+    _exit_code = main()
+    sys.exit(_exit_code)
+
+
+def _exit_without_teardown() -> None:
+    """The last exit handler ends the process without the interpreter's clean-up. Why: freeing
+    torch's and MLflow's modules takes about 2 s of every command (a third of a short one), and
+    by now every thread has been joined, MLflow's queues flushed by their own exit handlers, and
+    every file written and closed."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away, or a stream already closed
+            pass
+    os._exit(_exit_code)
 
 
 if __name__ == "__main__":
