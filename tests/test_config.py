@@ -68,6 +68,10 @@ def test_project_params_file_has_the_original_defaults():
             {"dynamics": {"max_event_weight": 0.5}},
             "dynamics.max_event_weight: Input should be greater than or equal to 1",
         ),
+        (  # a 1-pixel window holds no 2×2 block: every ball would be a miss
+            {"evaluation": {"ball_tolerance": 0}},
+            "evaluation.ball_tolerance: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_values_name_the_dotted_key(raw, expected):

@@ -7,9 +7,11 @@ import pytest
 from arcadedreamer.data.objects import GAMES, ObjectBoxes, box_coverage, object_boxes
 from arcadedreamer.data.preprocessing import preprocess_frame
 from arcadedreamer.evaluation.objects import (
+    FAINT,
     MIN_MASS,
     OUTCOMES,
     PLAYER_READABLE,
+    ObjectTruth,
     ball_hits,
     ball_outcomes,
     block_sums,
@@ -387,3 +389,78 @@ def test_a_paddle_miss_is_faded_misplaced_or_absent(name, expected):
     }[name]
     outcome = player_outcomes(pred.astype(np.float32), truth, BREAKOUT, tolerance=2, visibility=0.5)[0]
     assert OUTCOMES[outcome] == expected
+
+
+# --- each bound is inclusive, as documented: values exactly on it ------------------------------
+
+
+def hand_truth(ball_centre=(20.5, 20.5), ball_mass=1.0, player=30.5, player_mass=2.0) -> ObjectTruth:
+    """One scored frame of a black court, its truth given directly (exact binary values)."""
+    return ObjectTruth(
+        erased=np.zeros((1, 64, 64), dtype=np.float32),
+        centres=np.array([ball_centre], dtype=float),
+        mass=np.array([ball_mass]),
+        player=np.array([player]),
+        player_mass=np.array([player_mass]),
+        player_half=np.array([3.0]),
+    )
+
+
+def with_block(value: float, row: int = 20, col: int = 20) -> np.ndarray:
+    """A black frame with one 2×2 block of `value` per pixel (block sum 4 × value)."""
+    pred = np.zeros((1, 64, 64), dtype=np.float32)
+    pred[0, row : row + 2, col : col + 2] = value
+    return pred
+
+
+def test_a_ball_drawn_exactly_as_bright_as_the_visibility_asks_is_shown_and_at_faint_is_faded():
+    truth = hand_truth()  # true ball 1.0; visibility 0.5 asks for a block sum of 0.5
+    assert ball_hits(with_block(0.125), truth, 2, 0.5).all()
+    assert ball_outcomes(with_block(0.125), truth, BREAKOUT, 2, 0.5, 1.0)[0] == OUTCOMES.index("hit")
+    faint = hand_truth(ball_mass=1.25)  # FAINT × 1.25 = 0.25: a block sum of exactly that
+    assert FAINT * 1.25 == 4 * 0.0625
+    assert ball_outcomes(with_block(0.0625), faint, BREAKOUT, 2, 0.5, 1.25)[0] == OUTCOMES.index("faded")
+    assert ball_outcomes(with_block(0.0625 - 1 / 1024), faint, BREAKOUT, 2, 0.5, 1.25)[0] == OUTCOMES.index(
+        "absent"
+    )
+
+
+def test_a_true_ball_of_exactly_min_mass_is_scored():
+    box = np.array([[68.0, 140.0, 6.0, 8.0]])  # a footprint of at least 2×2 frame pixels
+    footprint = box_coverage(box[0], 64) > 0
+    rows, cols = np.flatnonzero(footprint.any(1)), np.flatnonzero(footprint.any(0))
+    frame = np.zeros((1, 64, 64))  # float64: 4 × 2/255 is exactly 8/255
+    frame[0, rows[0] : rows[0] + 2, cols[0] : cols[0] + 2] = 2 / 255
+    truth = object_truth(frame, ObjectBoxes(ball=box, player=np.full((1, 4), np.nan)), BREAKOUT)
+    assert truth.mass[0] == MIN_MASS
+
+
+def paddle_profile(weights: dict[int, float]) -> np.ndarray:
+    """A black Breakout frame with brightness `weights[column]` in one row of the paddle's track
+    (track column c has the frame coordinate c + 0.5)."""
+    pred = np.zeros((1, 64, 64), dtype=np.float32)
+    for col, weight in weights.items():
+        pred[0, 58, col] = weight
+    return pred
+
+
+def paddle_outcome(weights: dict[int, float]) -> str:
+    truth = hand_truth()  # the paddle at 30.5 (column 30), half length 3, brightness 2
+    return OUTCOMES[player_outcomes(paddle_profile(weights), truth, BREAKOUT, tolerance=2, visibility=0.5)[0]]
+
+
+def test_a_paddle_exactly_at_the_tolerance_and_its_extent_counts_and_a_smear_of_exactly_half_is_faded():
+    assert paddle_outcome({30: 2.0}) == "hit"
+    assert paddle_outcome({32: 2.0}) == "hit"  # its centre 2 pixels off: exactly the tolerance
+    assert paddle_outcome({33: 2.0}) == "misplaced"
+    # brightness 5 pixels either side (half length 3 + tolerance 2) still lies within its extent
+    assert paddle_outcome({25: 0.5, 30: 1.0, 35: 0.5}) == "hit"
+    # half the true brightness beyond the extent, symmetric so the centre stays: a smear
+    assert paddle_outcome({20: 0.5, 30: 1.0, 40: 0.5}) == "faded"
+    assert paddle_outcome({20: 0.25, 30: 1.5, 40: 0.25}) == "hit"
+
+
+def test_object_scores_refuse_frames_that_are_not_square():
+    frame, boxes = synthetic()
+    with pytest.raises(ValueError, match="square frames, got 64×63"):
+        object_truth(frame[:, :, :63], boxes, BREAKOUT)

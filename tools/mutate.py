@@ -39,7 +39,7 @@ TARGETS = {
     "evaluation/objects.py": (["tests/test_objects.py"],
                               "right_place or missing_misplaced or without_a_ball or player_error or ball_miss or "
                               "shares_add_up or paddle_miss or min_mass or courts_own or near_miss or brighter or "
-                              "courts_edge or block_sums"),
+                              "courts_edge or block_sums or exactly or square"),
     "evaluation/metrics.py": (["tests/test_evaluation.py"], "psnr_hand or ssim_bounds or moving_mask or matches_the_reference"),
     "models/events.py": (["tests/test_control.py"], "event_scores or edge_cases or calibrated or confidence or rare_classes"),
 }  # fmt: skip

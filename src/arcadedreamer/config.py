@@ -302,7 +302,9 @@ class EvaluationConfig(_Section):
         "ball_recall_mean_model",
         description="eval.json key averaged over games (default: the dream's ball recall over every horizon).",
     )
-    ball_tolerance: int = Field(2, ge=0, le=8, description="Frame pixels a drawn ball may be off.")
+    ball_tolerance: int = Field(
+        2, ge=1, le=8, description="Frame pixels a drawn ball may be off (a 2×2 block needs at least 1)."
+    )
     player_tolerance: int = Field(
         2, ge=0, le=16, description="Frame pixels a drawn player's centre may be off."
     )

@@ -55,6 +55,14 @@ class ObjectTruth:
     player_half: np.ndarray  # (B,): half the player's length along its axis, frame pixels
 
 
+def frame_side(frames: np.ndarray) -> int:
+    """The side of square frames (…, S, S): the RAM's boxes map onto square frames only."""
+    height, width = frames.shape[-2:]
+    if height != width:
+        raise ValueError(f"object scores need square frames, got {height}×{width}")
+    return width
+
+
 def block_sums(images: np.ndarray) -> np.ndarray:
     """(..., H, W) → (..., H-1, W-1): sums over every 2×2 block. A ball (under 1×1.3 frame
     pixels at 64×64) always lies within one block, so its block sum is its whole brightness."""
@@ -70,7 +78,7 @@ def object_truth(true_frames: np.ndarray, boxes: ObjectBoxes, spec: GameSpec) ->
     (not where a HUD element shares its track, as SpaceInvaders' lives counter does).
     """
     ball_boxes = boxes.ball
-    size = true_frames.shape[-1]
+    size = frame_side(true_frames)
     erased = np.array(true_frames, dtype=np.float32, copy=True)
     centres = frame_centres(ball_boxes, size)
     mass = np.full(len(true_frames), np.nan)
@@ -122,19 +130,15 @@ def ball_peaks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(B, H, W) predictions → (B,) the brightest 2×2 block above the ball-free truth within
     `tolerance` pixels of the true ball (NaN where not scored), and (B,) bool whether the ring
-    around that window is clean (close to the truth: noise is not a ball)."""
-    size = pred.shape[-1]
+    around that window is clean (close to the truth: noise is not a ball). A tolerance of at
+    least 1 keeps a 2×2 block inside the window, even at the frame's edge."""
+    size = frame_side(pred)
     peaks = np.full(len(pred), np.nan)
     clean = np.zeros(len(pred), dtype=bool)
     for i in np.flatnonzero(np.isfinite(truth.mass)):
         brighter = pred[i] - truth.erased[i]
         rows, cols = _window(truth.centres[i], tolerance, size)
-        # blocks whose top-left pixel lies in the window, minus one so they stay inside it
-        peak = (
-            block_sums(brighter[rows, cols]).max()
-            if min(rows.stop - rows.start, cols.stop - cols.start) > 1
-            else -1.0
-        )
+        peak = block_sums(brighter[rows, cols]).max()  # the 2×2 blocks inside the window
         outer = _window(truth.centres[i], tolerance + 2, size)
         ring = np.abs(brighter[outer]).sum() - np.abs(brighter[rows, cols]).sum()
         ring_pixels = brighter[outer].size - brighter[rows, cols].size
@@ -176,7 +180,7 @@ def false_balls(
 ) -> np.ndarray:
     """(B, H, W) predictions → (B,) bool: a 2×2 block of the open court, away from the true
     ball and the player's track, at least `threshold` brighter than the ball-free truth."""
-    size = pred.shape[-1]
+    size = frame_side(pred)
     rows, cols = frame_region(spec.open_court, size)
     track_rows, track_cols = _track(spec, size)
     allowed = np.zeros((size, size), dtype=bool)
@@ -205,7 +209,7 @@ def _track(spec: GameSpec, size: int) -> tuple[slice, slice]:
 def track_profiles(frames: np.ndarray, spec: GameSpec) -> tuple[np.ndarray, np.ndarray]:
     """(B, H, W) frames → (B, L) brightness above the court along the player's track (summed
     across it), and (L,) the frame coordinate of each of its pixel centres."""
-    rows, cols = _track(spec, frames.shape[-1])
+    rows, cols = _track(spec, frame_side(frames))
     band = np.clip(frames[:, rows, cols] - spec.court_level / 255.0, 0, None)  # (B, h, w)
     if spec.player_axis == 0:
         weights, start = band.sum(axis=1), cols.start
@@ -228,7 +232,7 @@ def player_errors(pred: np.ndarray, truth: ObjectTruth, spec: GameSpec) -> np.nd
     prediction with no player drawn counts as the track's half length (a guess at its middle)."""
     true = truth.player
     predicted = player_positions(pred, spec)
-    along = _track(spec, pred.shape[-1])[1 - spec.player_axis]
+    along = _track(spec, frame_side(pred))[1 - spec.player_axis]
     return np.where(np.isnan(predicted), (along.stop - along.start) / 2, np.abs(predicted - true))
 
 

@@ -59,7 +59,7 @@ def reward_scores(
         auc = roc_auc(1 - reward_probs[..., NO_REWARD], true != NO_REWARD)
     predicted, true = predicted.reshape(-1), true.reshape(-1)
     hits = int(((predicted == true) & (true != NO_REWARD)).sum())
-    counts = torch.bincount(true, minlength=3)
+    counts = torch.bincount(true, minlength=len(REWARD_SIGNS))
     return {
         "reward_events": int((true != NO_REWARD).sum()),
         "reward_precision": _ratio(hits, int((predicted != NO_REWARD).sum())),
@@ -85,5 +85,5 @@ def game_over_scores(predicted: torch.Tensor, true: torch.Tensor) -> dict[str, f
         "game_over_majority_accuracy": _ratio(max(positives, negatives), len(true)),
         "game_over_recall": recall,
         "game_over_precision": _ratio(hits, int(predicted.sum())),
-        "game_over_balanced_accuracy": (recall + specificity) / 2 if positives and negatives else math.nan,
+        "game_over_balanced_accuracy": (recall + specificity) / 2,  # NaN when a class is missing
     }
