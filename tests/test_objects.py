@@ -9,6 +9,8 @@ from arcadedreamer.data.preprocessing import preprocess_frame
 from arcadedreamer.evaluation.objects import (
     FAINT,
     MIN_MASS,
+    NO_PLAYER,
+    NOT_SCORED,
     OUTCOMES,
     PLAYER_READABLE,
     ObjectTruth,
@@ -19,6 +21,7 @@ from arcadedreamer.evaluation.objects import (
     object_scores,
     object_truth,
     outcome_shares,
+    player_errors,
     player_outcomes,
     player_positions,
 )
@@ -464,3 +467,80 @@ def test_object_scores_refuse_frames_that_are_not_square():
     frame, boxes = synthetic()
     with pytest.raises(ValueError, match="square frames, got 64×63"):
         object_truth(frame[:, :, :63], boxes, BREAKOUT)
+
+
+def test_a_ball_in_the_frames_corner_is_found_and_noise_beyond_the_ring_is_ignored():
+    corner = hand_truth(ball_centre=(1.0, 1.0))  # the window is cut by the frame's edges
+    assert ball_hits(with_block(0.25, row=0, col=0), corner, 2, 0.5).all()
+    truth = hand_truth(ball_centre=(30.5, 30.5), ball_mass=0.25)
+    pred = with_block(0.0625, row=29, col=29)  # the true ball's brightness, in place
+    pred[0, 35:37, 35:37] = 1.0  # 5 pixels off: beyond the ring (tolerance 2 + 2) around the window
+    assert ball_hits(pred, truth, 2, 0.5).all()
+    pred[0, 34, 34] = 1.0  # 4 pixels off: in the ring, far brighter than a clean ring allows
+    assert not ball_hits(pred, truth, 2, 0.5).any()
+
+
+@pytest.mark.parametrize("haze, shown", [(0.95, True), (1.0, False), (1.5, False)])
+def test_a_haze_around_the_ball_spoils_it_from_the_allowed_level_on(haze, shown):
+    truth = hand_truth(ball_centre=(30.5, 30.5), ball_mass=2.0)  # a clean ring: under 0.5 × 2 / 8
+    pred = with_block(0.5, row=29, col=29) + np.float32(haze * 0.5 * 2.0 / 8)
+    assert ball_hits(pred, truth, 2, 0.5)[0] == shown
+
+
+def test_on_a_grey_court_the_true_frame_shows_the_ball_and_the_erased_one_does_not():
+    pong = GAMES["PongNoFrameskip-v4"]
+    court = pong.court_level / 255
+    ball, paddle = np.array([[80, 100, 2, 4]], dtype=float), np.array([[140, 100, 4, 16]], dtype=float)
+    frame = (court + (0.9 - court) * (box_coverage(ball[0], 64) + box_coverage(paddle[0], 64)))[None]
+    truth = object_truth(frame.astype(np.float32), ObjectBoxes(ball=ball, player=paddle), pong)
+    assert ball_outcomes(frame, truth, pong, 2, 0.5, float(truth.mass[0]))[0] == OUTCOMES.index("hit")
+    assert ball_outcomes(truth.erased, truth, pong, 2, 0.5, float(truth.mass[0]))[0] == OUTCOMES.index("absent")
+
+
+def test_a_block_exactly_at_the_threshold_is_a_false_ball():
+    truth = hand_truth(ball_centre=(float("nan"), float("nan")))
+    assert false_balls(with_block(0.125, row=40, col=30), truth, BREAKOUT, 2, 0.5).all()
+    assert not false_balls(with_block(0.124, row=40, col=30), truth, BREAKOUT, 2, 0.5).any()
+
+
+@pytest.mark.parametrize(
+    "game, row, col, false_ball",
+    [
+        ("BreakoutNoFrameskip-v4", 55, 30, False),  # touches the row above the paddle's track
+        ("BreakoutNoFrameskip-v4", 54, 30, True),  # one row further up: the open court
+        ("PongNoFrameskip-v4", 30, 54, False),  # touches the column beside the paddle's track
+        ("PongNoFrameskip-v4", 30, 53, True),
+    ],
+)
+def test_the_pixels_beside_the_players_track_draw_no_false_ball(game, row, col, false_ball):
+    truth = hand_truth(ball_centre=(float("nan"), float("nan")))
+    block = with_block(0.125, row=row, col=col)  # only the whole block reaches the threshold 0.5
+    assert false_balls(block, truth, GAMES[game], 2, 0.5)[0] == false_ball
+
+
+def test_a_faint_paddle_is_read_and_none_below_the_noise_floor():
+    faint = paddle_profile({30: 1.5 * NO_PLAYER})
+    assert player_positions(faint, BREAKOUT)[0] == pytest.approx(30.5)
+    assert np.isnan(player_positions(paddle_profile({30: 0.6 * NO_PLAYER}), BREAKOUT)[0])
+
+
+@pytest.mark.parametrize("game, half_track", [("BreakoutNoFrameskip-v4", 28.0), ("PongNoFrameskip-v4", 24.0)])
+def test_a_prediction_without_a_player_costs_half_the_track(game, half_track):
+    truth = hand_truth(player=20.5)
+    blank = np.full((1, 64, 64), GAMES[game].court_level / 255, dtype=np.float32)
+    assert player_errors(blank, truth, GAMES[game])[0] == half_track
+
+
+def test_a_paddle_at_exactly_the_visibility_is_whole_and_exactly_faint_is_not_absent():
+    assert paddle_outcome({30: 1.0}) == "hit"  # half the true brightness 2, all within its extent
+    assert paddle_outcome({30: 0.3}) == "absent"  # under FAINT × 2 = 0.4
+    truth = hand_truth(player_mass=1.25)  # FAINT × 1.25 = 0.25 exactly
+    outcome = player_outcomes(paddle_profile({30: 0.25}), truth, BREAKOUT, tolerance=2, visibility=0.5)[0]
+    assert OUTCOMES[outcome] == "faded"
+
+
+def test_a_player_is_scored_where_the_truth_shows_one():
+    for mass, scored in ((0.0, False), (0.5, True)):
+        truth = hand_truth(player_mass=mass)
+        outcome = player_outcomes(paddle_profile({30: 0.5}), truth, BREAKOUT, tolerance=2, visibility=0.5)[0]
+        assert (outcome != NOT_SCORED) == scored, mass

@@ -2,6 +2,7 @@
 the module, and count the bugs they catch (`make mutate`).
 
     python tools/mutate.py [--module NAME ...] [--limit N] [--out results/mutation.json]
+    python tools/mutate.py --classify [--out results/mutation.json]   # after EQUIVALENT is edited
 
 A mutant changes one operator or constant of the module (a comparison flipped, + for -, * for
 /, `and` for `or`, a `not` dropped, a number nudged). The module is rewritten from its syntax
@@ -154,8 +155,15 @@ def main() -> None:
     parser.add_argument("--module", action="append", choices=list(TARGETS), help="default: all")
     parser.add_argument("--limit", type=int, default=0, help="at most this many mutants a module (0: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "results/mutation.json")
+    parser.add_argument(
+        "--classify",
+        action="store_true",
+        help="run nothing: class the survivors of --out again by EQUIVALENT (after reading them)",
+    )
     args = parser.parse_args()
-    started = time.monotonic()
+    if args.classify:
+        write(classified(json.loads(args.out.read_text())), args.out)
+        return
     from arcadedreamer import provenance
 
     commit = provenance.git_state(ROOT)  # the code the mutants come from (later commits don't count)
@@ -164,6 +172,7 @@ def main() -> None:
         src = Path(scratch) / "src"
         shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         for module in args.module or list(TARGETS):
+            module_start = time.monotonic()
             path = src / "arcadedreamer" / module
             original = path.read_text()
             tree = ast.parse(original)
@@ -195,23 +204,60 @@ def main() -> None:
                 )
             path.write_text(original)
             total = killed + len(survivors)
-            reasons = EQUIVALENT.get(module, {})
-            equivalent = [[what, reasons[line_of(what)]] for what in survivors if line_of(what) in reasons]
+            minutes = (time.monotonic() - module_start) / 60
             report[module] = {"mutants": total, "killed": killed, "kill_rate": killed / total if total else None,
-                              "survivors": survivors, "equivalent": equivalent, "tests": tests}  # fmt: skip
+                              "survivors": survivors, "tests": tests, "commit": commit,
+                              "measured": dt.datetime.now(dt.timezone.utc).date().isoformat(),
+                              "wall_minutes": round(minutes, 1)}  # fmt: skip
+    # a run of some modules (--module) replaces their entries and keeps the others, each with its commit
+    earlier = earlier_modules(args.out) if args.module and args.out.exists() else {}
+    report = {m: report.get(m) or earlier[m] for m in TARGETS if m in report or m in earlier}
+    commits = sorted({entry["commit"] for entry in report.values()})
+    result = {
+        "title": "Mutation testing of the pure modules: bugs planted one at a time, caught by the tests",
+        "measured": max(entry["measured"] for entry in report.values()),
+        "commit": "; ".join(commits) if len(commits) > 1 else commits[0],
+        "machine": provenance.machine(),
+        "command": "python tools/mutate.py" + (f" --limit {args.limit}" if args.limit else ""),
+        "note": (f"An evenly spaced sample of at most {args.limit} mutants a module. " if args.limit else "")
+        + ("Each module's commit, date and minutes are under `modules`." if len(commits) > 1 else ""),
+        "wall_time": f"{sum(entry['wall_minutes'] or 0 for entry in report.values()):.0f} minutes"
+        + ("" if all(entry["wall_minutes"] for entry in report.values()) else " and the earlier run's"),
+        "modules": report,
+    }
+    write(classified(result), args.out)
+
+
+def earlier_modules(path: Path) -> dict:
+    """The module entries of an earlier results file, each with its commit and date (a file
+    written before they were kept per module gives its own)."""
+    earlier = json.loads(path.read_text())
+    return {
+        module: {
+            "commit": earlier["commit"],
+            "measured": earlier["measured"],
+            "wall_minutes": None,
+            "wall_time_of_its_run": earlier["wall_time"],
+            **entry,
+        }  # fmt: skip
+        for module, entry in earlier["modules"].items()
+    }
+
+
+def classified(result: dict) -> dict:
+    """`result` with each module's survivors classed by EQUIVALENT, and the table of kill rates."""
+    report = result["modules"]
+    for module, entry in report.items():
+        reasons = EQUIVALENT.get(module, {})
+        entry["equivalent"] = [
+            [what, reasons[line_of(what)]] for what in entry["survivors"] if line_of(what) in reasons
+        ]
     killed = sum(r["killed"] for r in report.values())
     total = sum(r["mutants"] for r in report.values())
     others = total - sum(len(r["equivalent"]) for r in report.values())  # mutants that can change a result
-    from arcadedreamer.fileio import atomic_open
-
-    result = {
-        "title": "Mutation testing of the pure modules: bugs planted one at a time, caught by the tests",
-        "measured": dt.datetime.now(dt.timezone.utc).date().isoformat(),
-        "commit": commit,
-        "machine": provenance.machine(),
-        "command": " ".join(["python tools/mutate.py", *sys.argv[1:]]),
-        "note": f"An evenly spaced sample of at most {args.limit} mutants a module." if args.limit else None,
-        "wall_time": f"{(time.monotonic() - started) / 60:.0f} minutes",
+    rows = [row(f"`{m}`", r["mutants"], r["killed"], len(r["equivalent"])) for m, r in report.items()]
+    return {
+        **result,
         "kill_rate": killed / total if total else None,
         "kill_rate_of_the_others": killed / others if others else None,
         "columns": [
@@ -222,14 +268,18 @@ def main() -> None:
             "survivors that cannot change a result",
             "kill rate of the others",
         ],
-        "rows": [row(f"`{m}`", r["mutants"], r["killed"], len(r["equivalent"])) for m, r in report.items()]
-        + [row("all", total, killed, total - others)],
-        "modules": report,
+        "rows": rows + [row("all", total, killed, total - others)],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.out, "w") as handle:
+
+
+def write(result: dict, out: Path) -> None:
+    from arcadedreamer.fileio import atomic_open
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out, "w") as handle:
         handle.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    print(f"kill rate {killed}/{total} = {killed / total:.1%} → {args.out}")
+    killed, total = result["rows"][-1][2], result["rows"][-1][1]
+    print(f"kill rate {killed}/{total} = {killed / total:.1%} → {out}")
 
 
 if __name__ == "__main__":

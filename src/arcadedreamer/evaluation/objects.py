@@ -40,6 +40,7 @@ NOT_SCORED = -1  # outcome of a frame without a scorable ball or player
 
 
 PLAYER_READABLE = 2.0  # frame pixels: the true frame must show the player this close to RAM
+NO_PLAYER = 1e-3  # brightness above the court, summed along the track, under which no player is drawn
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def ball_peaks(
         ring = np.abs(brighter[outer]).sum() - np.abs(brighter[rows, cols]).sum()
         ring_pixels = brighter[outer].size - brighter[rows, cols].size
         # noise is not a ball: around the window the prediction must be close to the truth
-        clean[i] = ring / max(ring_pixels, 1) < visibility * truth.mass[i] / 8
+        clean[i] = ring / ring_pixels < visibility * truth.mass[i] / 8  # the ring is never empty
         peaks[i] = peak
     return peaks, clean
 
@@ -224,7 +225,7 @@ def player_positions(frames: np.ndarray, spec: GameSpec) -> np.ndarray:
     weights, coords = track_profiles(frames, spec)
     mass = weights.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(mass > 1e-3, (weights * coords).sum(axis=1) / mass, np.nan)
+        return np.where(mass > NO_PLAYER, (weights * coords).sum(axis=1) / mass, np.nan)
 
 
 def player_errors(pred: np.ndarray, truth: ObjectTruth, spec: GameSpec) -> np.ndarray:
