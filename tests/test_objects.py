@@ -494,7 +494,9 @@ def test_on_a_grey_court_the_true_frame_shows_the_ball_and_the_erased_one_does_n
     frame = (court + (0.9 - court) * (box_coverage(ball[0], 64) + box_coverage(paddle[0], 64)))[None]
     truth = object_truth(frame.astype(np.float32), ObjectBoxes(ball=ball, player=paddle), pong)
     assert ball_outcomes(frame, truth, pong, 2, 0.5, float(truth.mass[0]))[0] == OUTCOMES.index("hit")
-    assert ball_outcomes(truth.erased, truth, pong, 2, 0.5, float(truth.mass[0]))[0] == OUTCOMES.index("absent")
+    assert ball_outcomes(truth.erased, truth, pong, 2, 0.5, float(truth.mass[0]))[0] == OUTCOMES.index(
+        "absent"
+    )
 
 
 def test_a_block_exactly_at_the_threshold_is_a_false_ball():
