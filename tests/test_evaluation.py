@@ -37,6 +37,8 @@ def test_psnr_hand_computed():
     noisy = target.clone()
     noisy[0, 0, :4] = 1.0  # 4 of 192 pixels wrong by 1
     assert metrics.psnr(noisy, target) == pytest.approx(10 * math.log10(192 / 4))
+    grey = target + 0.25  # the error, not the brightness: grey against grey is perfect
+    assert metrics.psnr(grey, grey) == math.inf and metrics.psnr(grey + 0.1, grey) == pytest.approx(20.0)
 
 
 def test_ssim_bounds_and_identity():
@@ -78,6 +80,7 @@ def test_moving_mask_and_masked_error():
     target[0, 1, 2] = 1.0
     mask = metrics.moving_mask(last, target)
     assert mask.sum() == 1 and mask[0, 1, 2]
+    assert not metrics.moving_mask(target, target).any(), "a bright pixel that stays put does not move"
     pred = torch.zeros(1, 4, 4)
     pred[0, 1, 2] = 0.5
     assert metrics.masked_mse(pred, target, mask) == pytest.approx(0.25)

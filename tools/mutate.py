@@ -49,25 +49,19 @@ TARGETS = {
 # lists them apart; a line that moves must be updated here)
 EQUIVALENT = {
     "evaluation/objects.py": {
-        73: "frames are square: shape[-1] is shape[1] and shape[-2]",
-        126: "frames are square: shape[-1] is shape[1] and shape[-2]",
-        179: "frames are square: shape[-1] is shape[1] and shape[-2]",
-        135: "a search window is never under 2 pixels wide (tolerance >= 1), so the branch cannot run",
-        136: "the same branch: the placeholder peak is never used",
-        185: "the margin's far side lies outside the open court for all three games",
-        86: "< for <= on float brightnesses that are never exactly equal",
-        169: "< for <= on float brightnesses that are never exactly equal",
-        223: "< for <= on float brightnesses that are never exactly equal",
-        247: "< for <= on float positions that are never exactly equal",
-        251: "< for <= on float positions that are never exactly equal",
-        253: "< for <= on float brightnesses that are never exactly equal",
+        100: "<= for < on float positions (RAM box centre, centroid) that are never exactly 2.0 apart",
+        190: "the margin's far side and its floor at 0 lie outside the open court in all three games "
+        "(its near side is tested: the margin beside the track in Breakout and Pong)",
+        228: "> for >= on a float brightness sum that is never exactly NO_PLAYER",
     },
-    "evaluation/metrics.py": {54: "pixel differences are multiples of 1/255, never exactly 0.5/255"},
+    "evaluation/metrics.py": {
+        44: "-2 and 2 name the same dimension of the 4-D SSIM map",
+        49: "pixel differences are multiples of 1/255: any threshold strictly between 0 and 1/255 "
+        "(or > for >=) gives the same mask",
+    },
     "models/events.py": {
         44: "a missing class gives NaN either way (0/0)",
         59: "an AUC does not change when every score is shifted by the same amount",
-        62: "minlength only pads zero counts, which never win the max",
-        88: "a missing class already makes recall or specificity NaN",
     },
 }
 SWAPS = {

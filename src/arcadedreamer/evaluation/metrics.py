@@ -10,14 +10,9 @@ import torch.nn.functional as F
 from arcadedreamer.data.preprocessing import psnr as psnr_from_mse  # one PSNR for the project
 
 
-def mse_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(..., H, W) pairs → (...) mean squared error per frame."""
-    return (pred.float() - target.float()).pow(2).mean(dim=(-2, -1))
-
-
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR of the mean MSE over all frames given (one number for a set of frames)."""
-    return psnr_from_mse(mse_per_frame(pred, target).mean().item())
+    """PSNR of the mean squared error over all the frames given (one number for a set of frames)."""
+    return psnr_from_mse((pred.float() - target.float()).pow(2).mean().item())
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
