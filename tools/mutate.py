@@ -206,11 +206,11 @@ def main() -> None:
     # a run of some modules (--module) replaces their entries and keeps the others, each with its commit
     earlier = earlier_modules(args.out) if args.module and args.out.exists() else {}
     report = {m: report.get(m) or earlier[m] for m in TARGETS if m in report or m in earlier}
-    commits = sorted({entry["commit"] for entry in report.values()})
+    commits = sorted({entry["commit"]["commit"][:7] for entry in report.values()})  # provenance.git_state's
     result = {
         "title": "Mutation testing of the pure modules: bugs planted one at a time, caught by the tests",
         "measured": max(entry["measured"] for entry in report.values()),
-        "commit": "; ".join(commits) if len(commits) > 1 else commits[0],
+        "commit": commit if len(commits) == 1 else "; ".join(commits),
         "machine": provenance.machine(),
         "command": "python tools/mutate.py" + (f" --limit {args.limit}" if args.limit else ""),
         "note": (f"An evenly spaced sample of at most {args.limit} mutants a module. " if args.limit else "")
