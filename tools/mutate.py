@@ -212,12 +212,26 @@ def main() -> None:
         "machine": provenance.machine(),
         "command": "python tools/mutate.py" + (f" --limit {args.limit}" if args.limit else ""),
         "note": (f"An evenly spaced sample of at most {args.limit} mutants a module. " if args.limit else "")
-        + ("Each module's commit, date and minutes are under `modules`." if len(commits) > 1 else ""),
+        + ("" if len(commits) == 1 else provenance_by_module(report)),
         "wall_time": f"{sum(entry['wall_minutes'] or 0 for entry in report.values()):.0f} minutes"
-        + ("" if all(entry["wall_minutes"] for entry in report.values()) else " and the earlier run's"),
+        + ("" if all(entry["wall_minutes"] for entry in report.values()) else " (this run)"),
         "modules": report,
     }
     write(classified(result), args.out)
+
+
+def provenance_by_module(report: dict) -> str:
+    """Which commit each module's mutants came from, and how long they took, in one sentence."""
+    parts = []
+    for module, entry in report.items():
+        minutes = entry["wall_minutes"]
+        took = (
+            f"{minutes:.0f} minutes"
+            if minutes
+            else f"a run of {entry['wall_time_of_its_run']} for the modules run with it"
+        )
+        parts.append(f"{module} at {entry['commit']['commit'][:7]} ({entry['measured']}, {took})")
+    return "Modules run at different commits: " + "; ".join(parts) + "."
 
 
 def earlier_modules(path: Path) -> dict:
