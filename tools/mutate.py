@@ -279,11 +279,10 @@ def classified(result: dict) -> dict:
 
 
 def write(result: dict, out: Path) -> None:
-    from arcadedreamer.fileio import atomic_open
+    from arcadedreamer.fileio import atomic_write_json  # the project's strict JSON, as results.py writes
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out, "w") as handle:
-        handle.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(out, result)
     killed, total = result["rows"][-1][2], result["rows"][-1][1]
     print(f"kill rate {killed}/{total} = {killed / total:.1%} → {out}")
 
