@@ -202,7 +202,7 @@ def main() -> None:
                               "measured": dt.datetime.now(dt.timezone.utc).date().isoformat(),
                               "wall_minutes": round(minutes, 1)}  # fmt: skip
     # a run of some modules (--module) replaces their entries and keeps the others, each with its commit
-    earlier = earlier_modules(args.out) if args.module and args.out.exists() else {}
+    earlier = json.loads(args.out.read_text())["modules"] if args.module and args.out.exists() else {}
     report = {m: report.get(m) or earlier[m] for m in TARGETS if m in report or m in earlier}
     commits = sorted({entry["commit"]["commit"][:7] for entry in report.values()})  # provenance.git_state's
     result = {
@@ -232,22 +232,6 @@ def provenance_by_module(report: dict) -> str:
         )
         parts.append(f"{module} at {entry['commit']['commit'][:7]} ({entry['measured']}, {took})")
     return "Modules run at different commits: " + "; ".join(parts) + "."
-
-
-def earlier_modules(path: Path) -> dict:
-    """The module entries of an earlier results file, each with its commit and date (a file
-    written before they were kept per module gives its own)."""
-    earlier = json.loads(path.read_text())
-    return {
-        module: {
-            "commit": earlier["commit"],
-            "measured": earlier["measured"],
-            "wall_minutes": None,
-            "wall_time_of_its_run": earlier["wall_time"],
-            **entry,
-        }  # fmt: skip
-        for module, entry in earlier["modules"].items()
-    }
 
 
 def classified(result: dict) -> dict:
