@@ -192,6 +192,14 @@ def test_make_data_regenerates_the_pinned_heldout_set_and_refuses_other_bytes(tm
     params["heldout"]["seed"] += 1  # other episodes
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.rmtree(root / "data/heldout")
+    pinned = (root / "data.dvc").read_text()
     refused = sh("make", "-o", "install", "data", cwd=root, check=False)
     assert refused.returncode != 0
     assert "data/heldout does not match the hash pinned in data.dvc" in refused.stderr
+    # a clean clone has nothing in its cache: the other bytes are refused as loudly, the pin untouched
+    shutil.rmtree(root / ".dvc/cache")
+    shutil.rmtree(root / "data/heldout")
+    refused = sh("make", "-o", "install", "data", cwd=root, check=False)
+    assert refused.returncode != 0
+    assert "data/heldout does not match the hash pinned in data.dvc" in refused.stderr
+    assert (root / "data.dvc").read_text() == pinned and not (root / ".data.dvc.pinned").exists()

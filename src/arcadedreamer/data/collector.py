@@ -324,7 +324,7 @@ def collect_to_disk(
                 "policy": f"uniform random full-set action held {hold_min}-{hold_max} frames",
                 "max_episode_frames": max_episode_frames,
                 "streams": {"columns": ["start_row", "frames", "reset_seed"], "rows": streams},
-                "versions": library_versions(),
+                "versions": library_versions(frame_size),
             }
             manifests.append(save_game_data(game_dir, arrays, manifest))
     return manifests

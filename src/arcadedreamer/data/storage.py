@@ -64,20 +64,24 @@ def content_hash(file_hashes: dict[str, str]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(frame_size: int) -> dict[str, str]:
+    """What makes a recording's bytes, recorded beside them: the emulator (ALE, its ROMs), this
+    package, and the resize (the exact area kernel, or opencv where the kernel cannot serve the
+    size). Libraries that do not make the bytes stay out: a new release of one (opencv 5.0 → 5.1
+    did) would otherwise change the manifest, and with it the held-out set that data.dvc pins.
+    Bytes that do change are caught by the content hash and the pin, which is what they are for."""
     import ale_py
-    import cv2
-    import gymnasium
 
     import arcadedreamer
+    from arcadedreamer.data.resize import exact_area_resize_supported
 
-    return {
-        "ale_py": ale_py.__version__,
-        "gymnasium": gymnasium.__version__,
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "arcadedreamer": arcadedreamer.__version__,
-    }
+    if exact_area_resize_supported(210, 160, frame_size):  # ALE's screen (height, width)
+        resize = "exact area kernel (arcadedreamer)"
+    else:
+        import cv2
+
+        resize = f"opencv {cv2.__version__} INTER_AREA"
+    return {"ale_py": ale_py.__version__, "arcadedreamer": arcadedreamer.__version__, "resize": resize}
 
 
 def save_game_data(game_dir: str | Path, arrays: dict[str, np.ndarray], manifest: dict) -> dict:

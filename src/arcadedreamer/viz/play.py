@@ -127,7 +127,7 @@ class PlaySession:
             "seed": None,
             "policy": "human play (arcadedreamer play --record)",
             "frame_size": self.frame_size,
-            "versions": library_versions(),
+            "versions": library_versions(self.frame_size),
         }
         game_dir = Path(root) / self.game
         save_game_data(game_dir, arrays, manifest)
