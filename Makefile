@@ -20,6 +20,8 @@ QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S t
 DYNAMICS_EPOCHS ?= 3
 QUICKSTART := $(QUICKSTART_COMMON) -S vae.epochs=2 -S dynamics.epochs=$(DYNAMICS_EPOCHS)
 QUICKSTART_LONG := $(QUICKSTART_COMMON) -S vae.epochs=8 -S dynamics.epochs=12
+# every stage but the agent's, which make agent-quickstart runs after it
+QUICKSTART_STAGES = evaluate dream controller
 # One `dvc exp run` at a time in a project (two at once fail inside DVC): a second is refused at once
 EXP_LOCK = exec 9>>.dvc/tmp/arcadedreamer-exp.lock && flock -n 9 || { echo "error: another make target is running dvc exp run in this project (quickstart, ablation or sweep); wait for it to finish, or queue experiments with make sweep" >&2; exit 1; }
 # dvc exp run writes the experiment's values into params.yaml; the quickstart puts yours back
@@ -68,11 +70,17 @@ repro: data mlflow.db ## Run the whole pipeline with params.yaml (dvc repro)
 	ARCADEDREAMER_PIPELINE_ID=$$(date +%Y%m%d-%H%M%S) dvc repro
 
 quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CPU setting (dvc exp run; GAME=…; time: results/run-times.json)
-	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART) $(QUIET_DVC)
+	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_STAGES) $(QUICKSTART) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
+# The agent stage on the quickstart's world model (the same settings: every stage before it comes
+# from DVC's cache), trained in its dream and scored in 30 real games beside the controller
+agent-quickstart: data mlflow.db ## After make quickstart: an actor-critic trained in its dream, scored in 30 real games (GAME=…)
+	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=agent-$$(date +%Y%m%d-%H%M%S) dvc exp run agent $(QUICKSTART) -S agent.game=$(GAME) $(QUIET_DVC)
+	@echo "Agent: metrics/agent.json, checkpoints/agent/returns.png   Watch it: make agent GAME=$(GAME)"
+
 quickstart-long: data mlflow.db ## The quickstart trained 4x longer (8 VAE + 12 dynamics epochs; GAME=…)
-	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-long-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_LONG) $(QUIET_DVC)
+	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-long-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_STAGES) $(QUICKSTART_LONG) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
 # The ball ablation (README): the quickstart with each VAE setting, one DVC experiment each.
@@ -149,8 +157,8 @@ serve: install mlflow.db ## Serve the champion world model over HTTP on 127.0.0.
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} mlflow models serve \
 		-m models:/arcadedreamer-dynamics@$${ALIAS:-champion} --env-manager local --host 127.0.0.1 --port 5001
 
-agent: install ## Watch the trained controller play the real game beside its own dream (GAME=…)
-	arcadedreamer play --game $(GAME) --agent checkpoints/controller/controller.pt --dream
+agent: install ## Watch the agent play the real game beside its own dream (the controller until make agent-quickstart ran; GAME=…)
+	arcadedreamer play --game $(GAME) --agent $$(test -f checkpoints/agent/agent.pt && echo checkpoints/agent/agent.pt || echo checkpoints/controller/controller.pt) --dream
 
 dream: install ## Dream Breakout from the registry's champion: make dream ACTIONS="1,1,1,2,2,3,3"
 	arcadedreamer dream --game $${GAME:-BreakoutNoFrameskip-v4} $${ACTIONS:+--actions "$$ACTIONS"}

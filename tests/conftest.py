@@ -76,6 +76,19 @@ def tiny_params_dict(root: Path, games: list[str], frames: int = 600) -> dict:
             "out_dir": str(root / "checkpoints/controller"),
             "metrics_file": str(root / "metrics/controller.json"),
         },
+        "agent": {
+            "game": games[0],
+            "updates": 3,
+            "dreams": 8,
+            "horizon": 6,
+            "units": 16,
+            "layers": 1,
+            "contexts": "heldout",
+            "eval_episodes": 2,
+            "eval_max_frames": 40,
+            "out_dir": str(root / "checkpoints/agent"),
+            "metrics_file": str(root / "metrics/agent.json"),
+        },
         "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}"},
     }
 

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import PROJECT_ROOT
 
-STAGES = ["collect", "vae", "dynamics", "evaluate", "dream", "controller"]
+STAGES = ["collect", "vae", "dynamics", "evaluate", "dream", "controller", "agent"]
 TINY = {
     "data": {"games": ["BreakoutNoFrameskip-v4"], "frames_per_game": 400, "num_envs": 2, "num_workers": 1},
     "heldout": {"episodes_per_game": 2, "frames_per_episode": 40},
@@ -31,14 +31,27 @@ TINY = {
         "eval_episodes": 2,
         "eval_max_frames": 30,
     },
+    "agent": {
+        "updates": 2,
+        "dreams": 4,
+        "horizon": 5,
+        "units": 16,
+        "layers": 1,
+        "contexts": "heldout",
+        "eval_episodes": 2,
+        "eval_max_frames": 30,
+    },
 }
 
 
 def in_pipeline_order(stages: list[str]) -> bool:
     """Every stage after the stages it depends on (evaluate, dream and controller may interleave)."""
     chain = [s for s in stages if s in ("collect", "vae", "dynamics")]
-    return chain == sorted(chain, key=["collect", "vae", "dynamics"].index) and all(
-        stages.index(s) > stages.index("dynamics") for s in stages if s not in chain
+    agent_last = "agent" not in stages or "controller" not in stages or stages.index("agent") > stages.index("controller")
+    return (
+        chain == sorted(chain, key=["collect", "vae", "dynamics"].index)
+        and all(stages.index(s) > stages.index("dynamics") for s in stages if s not in chain)
+        and agent_last  # the agent is scored beside the controller's games
     )
 
 
@@ -104,6 +117,8 @@ def test_repro_runs_every_stage_and_produces_every_output(project):
         "outputs/dream_BreakoutNoFrameskip-v4.gif",
         "checkpoints/controller/controller.pt",
         "metrics/controller.json",
+        "checkpoints/agent/agent.pt",
+        "metrics/agent.json",
         "dvc.lock",
         "mlflow.db",
     ):
@@ -117,6 +132,7 @@ def test_repro_runs_every_stage_and_produces_every_output(project):
     log = result.stdout + result.stderr
     assert "vae epoch 1: val PSNR" in log and "dynamics epoch 1: train" in log
     assert "controller generation 2/2: dream return mean" in log and "controller in the real game:" in log
+    assert "agent update 2/2: dream value" in log and "agent in the real game:" in log
     for noise in (
         "A.L.E: Arcade Learning Environment",
         "[Powered by Stella]",
@@ -140,9 +156,9 @@ def test_second_repro_runs_nothing(project):
 def test_changing_a_key_reruns_only_the_stages_that_read_it(project):
     set_param(project, "dynamics", "hidden_size", 16)
     stages = ran(sh("dvc", "repro", cwd=project).stdout)
-    assert sorted(stages) == ["controller", "dream", "dynamics", "evaluate"] and in_pipeline_order(stages)
-    set_param(project, "controller", "generations", 1)
-    assert ran(sh("dvc", "repro", cwd=project).stdout) == ["controller"]
+    assert sorted(stages) == ["agent", "controller", "dream", "dynamics", "evaluate"] and in_pipeline_order(stages)
+    set_param(project, "agent", "updates", 1)
+    assert ran(sh("dvc", "repro", cwd=project).stdout) == ["agent"]
     set_param(project, "dream", "steps", 5)
     assert ran(sh("dvc", "repro", cwd=project).stdout) == ["dream"]
     assert "up to date" in sh("dvc", "status", cwd=project).stdout

@@ -102,7 +102,7 @@ def module_file(module: str) -> Path:
     return package if package.exists() else PACKAGE / relative.with_suffix(".py")
 
 
-@pytest.mark.parametrize("name", ["collect", "vae", "dynamics", "evaluate", "dream", "controller"])
+@pytest.mark.parametrize("name", ["collect", "vae", "dynamics", "evaluate", "dream", "controller", "agent"])
 def test_every_stage_depends_on_all_the_code_it_imports(name):
     stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
     deps = [PROJECT_ROOT / d for d in stages[name]["deps"] if d.startswith("src/")]

@@ -247,6 +247,29 @@ def controller(
 
 
 @app.command()
+def agent(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", help="Dynamics checkpoint to dream with (default: the dynamics stage's final one)."
+        ),
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Train an actor-critic in the dream (λ-returns, a slow critic), then score it in the real game
+    against the random policy, each held action and the controller."""
+    from arcadedreamer.control.agent import train_agent
+
+    cfg = load_params(params)
+    check_output_path(cfg.agent.metrics_file, "agent.metrics_file", suffix=".json")
+    _check_dirs(cfg, "agent.out_dir")
+    summary = train_agent(cfg, model)
+    typer.echo(f"wrote {cfg.agent.out_dir}/agent.pt and {cfg.agent.metrics_file}")
+    if not summary["beats_random"]:
+        typer.echo("the agent does not beat the random policy outside the 95% interval")
+
+
+@app.command()
 def scores(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Print the scorecard of the last evaluation (evaluation.metrics_file), a few lines per game."""
     from arcadedreamer.evaluation.stage import format_headline
@@ -370,8 +393,8 @@ def play(
         str | None,
         typer.Option(
             "--agent",
-            help="A controller (checkpoint path or models:/arcadedreamer-controller@latest) plays "
-            "instead of you; with --dream, Predicted shows its own dream.",
+            help="A controller or agent (checkpoint path, or models:/arcadedreamer-controller@latest, "
+            "models:/arcadedreamer-agent@latest) plays instead of you; with --dream, Predicted shows its own dream.",
         ),
     ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
@@ -473,6 +496,12 @@ def _exit_without_teardown() -> None:
     torch's and MLflow's modules takes about 2 s of every command (a third of a short one), and
     by now every thread has been joined, MLflow's queues flushed by their own exit handlers, and
     every file written and closed."""
+    import resource as _r, time as _t
+    _u=_r.getrusage(_r.RUSAGE_SELF)
+    import psutil as _ps
+    _ct=_ps.Process().create_time()
+    _ch=_r.getrusage(_r.RUSAGE_CHILDREN)
+    open('/tmp/cli_times.log','a').write(f'{_t.time()-_ct:.2f} {_u.ru_utime+_u.ru_stime:.2f} {_ch.ru_utime+_ch.ru_stime:.2f} {_exit_code} {" ".join(sys.argv[1:4])}\n')
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

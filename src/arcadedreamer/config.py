@@ -419,6 +419,66 @@ class ControllerConfig(_Section):
         return self
 
 
+class AgentConfig(_Section):
+    """An actor-critic trained in imagination only (Dreamer's recipe on the frozen world model),
+    scored in the real game beside the random policy, the held actions and the controller."""
+
+    game: str = Field("BreakoutNoFrameskip-v4", description="The game the agent learns.")
+    updates: int = Field(600, gt=0, le=1_000_000, description="Actor and critic updates, one imagined batch each.")
+    dreams: int = Field(256, ge=2, le=MAX_DREAMS, description="Dreams imagined per update, each from a real context.")
+    horizon: int = Field(
+        60, ge=2, le=MAX_DREAM_STEPS, description="Imagined steps (frames) per dream; the critic values the rest."
+    )
+    discount: float = Field(0.995, gt=0, le=1, description="γ per frame: 0.995 looks about 200 frames ahead.")
+    return_lambda: float = Field(0.95, ge=0, le=1, description="λ of the λ-returns (DreamerV3: 0.95).")
+    entropy_scale: float = Field(
+        3e-4, ge=0, le=10, description="Entropy bonus of the actor's loss (DreamerV3: 3e-4 on normalised returns)."
+    )
+    units: int = Field(256, gt=0, le=MAX_WIDTH, description="Width of the actor's and critic's hidden layers.")
+    layers: int = Field(2, gt=0, le=16, description="Hidden layers of the actor and of the critic.")
+    actor_lr: float = Field(1e-4, gt=0, le=1, description="Adam's learning rate for the actor.")
+    critic_lr: float = Field(3e-4, gt=0, le=1, description="Adam's learning rate for the critic.")
+    grad_clip: float = Field(100.0, gt=0, le=1e6, description="Gradient norm clip of each network.")
+    slow_critic_fraction: float = Field(
+        0.02, gt=0, le=1, description="Each update the slow critic moves this fraction toward the critic."
+    )
+    return_scale_decay: float = Field(
+        0.99, ge=0, lt=1, description="Smoothing of the λ-returns' 5–95th percentile range."
+    )
+    epsilon: float = Field(
+        0.05, ge=0, le=1, description="In the real game, each frame a uniformly random action instead (as DQN)."
+    )
+    contexts: Literal["training", "heldout"] = Field(
+        "training", description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."
+    )
+    eval_episodes: int = Field(30, ge=2, le=10_000, description="Seeded real episodes per policy.")
+    eval_max_frames: int = Field(
+        20_000, gt=0, le=MAX_FRAMES, description="A real episode is cut (truncated) after this many frames."
+    )
+    eval_seed: int = Field(
+        2_000_000, ge=0, le=MAX_SEED, description="Real episode i is reset with eval_seed + i (the controller's)."
+    )
+    constant_baselines: bool = Field(
+        True, description="Also play each of the game's actions held every frame (with ε) in the real game."
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seeds the networks, the contexts and the actions.")
+    out_dir: PathStr = Field("checkpoints/agent", description="Where agent.pt and returns.png are written.")
+    metrics_file: PathStr = Field("metrics/agent.json", description="The agent stage's report (a DVC metric).")
+
+    @field_validator("game")
+    @classmethod
+    def _game_known(cls, game: str) -> str:
+        return check_game_id(game)
+
+    @model_validator(mode="after")
+    def _fits(self) -> AgentConfig:
+        if self.dreams * self.horizon > 4_000_000:
+            raise ValueError("dreams × horizon must stay within 4 000 000 imagined states an update")
+        if self.eval_seed + self.eval_episodes - 1 > MAX_SEED:
+            raise ValueError(f"eval_seed + eval_episodes must stay within {MAX_SEED}")
+        return self
+
+
 class PlayConfig(_Section):
     fps: int = Field(30, gt=0, le=240, description="Frames per second of play mode.")
     scale: int = Field(6, ge=1, le=16, description="Screen pixels per frame pixel in play mode.")
@@ -450,6 +510,7 @@ class Params(_Section):
     dream: DreamConfig = Field(default_factory=DreamConfig)
     play: PlayConfig = Field(default_factory=PlayConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")

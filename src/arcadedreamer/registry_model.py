@@ -11,6 +11,7 @@ serve`). It unpickles nothing: the checkpoint artifact is read with
   step to imagine → `(B, T, 64, 64)` imagined frames in [0, 1].
 - `arcadedreamer-controller`: input `(B, T, 4, 64, 64)` float32, the frame stacks of B episodes
   from their first frame → `(B, T)` the ALE action id the controller takes from each.
+- `arcadedreamer-agent`: the same, for the actor-critic trained in the dream.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class ArcadeDreamerModel(PythonModel):
 
         checkpoint = load_checkpoint(context.artifacts["checkpoint"])
         self.stage = checkpoint["stage"]
-        if self.stage == "controller":
+        if self.stage in ("controller", "agent"):
             from arcadedreamer.models.checkpoints import load_controller
             from arcadedreamer.models.controller import Agent
 
@@ -92,7 +93,7 @@ class ArcadeDreamerModel(PythonModel):
         self.world = world_model_from_checkpoint(checkpoint) if self.stage == "dynamics" else None
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        if self.stage == "controller":
+        if self.stage in ("controller", "agent"):
             return self._act(checked_frames(model_input, "episodes of frame stacks (B, T, 4, 64, 64)", 5))
         if self.world is None:
             frames = checked_frames(model_input, "frame stacks (B, 4, 64, 64)", 4)

@@ -36,7 +36,8 @@ T = TypeVar("T")
 VAE_MODEL = "arcadedreamer-vae"
 DYNAMICS_MODEL = "arcadedreamer-dynamics"
 CONTROLLER_MODEL = "arcadedreamer-controller"
-ARTIFACT_NAMES = {VAE_MODEL: "vae", DYNAMICS_MODEL: "world_model", CONTROLLER_MODEL: "controller"}
+AGENT_MODEL = "arcadedreamer-agent"
+ARTIFACT_NAMES = {VAE_MODEL: "vae", DYNAMICS_MODEL: "world_model", CONTROLLER_MODEL: "controller", AGENT_MODEL: "agent"}
 _REGISTRY_CODE = Path(__file__).with_name("registry_model.py")
 
 
@@ -432,7 +433,7 @@ def model_signature(name: str, context: int = 4):
         stacks = TensorSpec(np.dtype(np.float32), (-1, 4, 64, 64))
         signature = ModelSignature(inputs=Schema([stacks]), outputs=Schema([stacks]))
         return signature, np.zeros((1, 4, 64, 64), dtype=np.float32), None
-    if name == CONTROLLER_MODEL:  # an episode's frame stacks → the action taken from each
+    if name in (CONTROLLER_MODEL, AGENT_MODEL):  # an episode's frame stacks → the action taken from each
         stacks = TensorSpec(np.dtype(np.float32), (-1, -1, 4, 64, 64))
         actions = TensorSpec(np.dtype(np.int64), (-1, -1))
         signature = ModelSignature(inputs=Schema([stacks]), outputs=Schema([actions]))
@@ -451,6 +452,8 @@ MODEL_DESCRIPTIONS = {
     DYNAMICS_MODEL: "The world model (VAE + GRU dynamics): context frame stacks and actions -> imagined "
     "frames. @champion is the version evaluation ranks best (evaluation.promote_on).",
     CONTROLLER_MODEL: "The World Models controller trained in the dream: episodes of frame stacks -> "
+    "the action it takes from each.",
+    AGENT_MODEL: "The actor-critic trained in the dream (agent stage): episodes of frame stacks -> "
     "the action it takes from each.",
 }
 
@@ -530,6 +533,7 @@ TRAIN_ADVICE = {  # what registers a version of each model
     VAE_MODEL: "train one with `arcadedreamer train --stage vae` (or `make quickstart`)",
     DYNAMICS_MODEL: "train one with `arcadedreamer train --stage dynamics` (or `make quickstart`)",
     CONTROLLER_MODEL: "train one with `arcadedreamer controller` (or `make quickstart`)",
+    AGENT_MODEL: "train one with `arcadedreamer agent` (or `make agent`)",
 }
 
 

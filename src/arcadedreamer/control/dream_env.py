@@ -106,17 +106,18 @@ class DreamBatch:
         self.steps[rows] = 0
 
     @torch.no_grad()
-    def step(self, actions: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """actions (B,) minimal-set indices → rewards (B,) float, terminated (B,), truncated (B,)."""
-        full_actions = self.action_ids[torch.as_tensor(np.asarray(actions), dtype=torch.long)]
+    def advance(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """actions (B,) minimal-set indices → expected rewards (B,) and game-over probabilities (B,)."""
+        full_actions = self.action_ids[actions.long()]
         self.latents, self.hidden = self.model.step(self.latents, full_actions, self.hidden)
         reward_probs, game_over_probs = self.model.dynamics.events.probabilities(self.hidden[-1])
         self.steps += 1
-        return (
-            expected_rewards(reward_probs).double().numpy(),
-            (game_over_probs > 0.5).numpy(),
-            self.steps >= self.horizon,
-        )
+        return expected_rewards(reward_probs), game_over_probs
+
+    def step(self, actions: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """actions (B,) minimal-set indices → rewards (B,) float, terminated (B,), truncated (B,)."""
+        rewards, game_over_probs = self.advance(torch.as_tensor(np.asarray(actions), dtype=torch.long))
+        return rewards.double().numpy(), (game_over_probs > 0.5).numpy(), self.steps >= self.horizon
 
     def features(self) -> torch.Tensor:
         """(B, D + H): the latent and GRU state, what the controller reads."""

@@ -212,7 +212,9 @@ def score_controller(
     real_random = play_episodes(
         cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common
     )
-    constants = constant_baselines(params, real["returns"], common) if cfg.constant_baselines else {}
+    constants = (
+        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common) if cfg.constant_baselines else {}
+    )
     eval_seconds = time.perf_counter() - started
     real_mean, real_ci = mean_and_ci95(real["returns"])
     random_mean, random_ci = mean_and_ci95(real_random["returns"])
@@ -276,24 +278,21 @@ def score_controller(
     return summary
 
 
-def constant_baselines(params: Params, controller_returns: np.ndarray, common: dict) -> dict:
-    """Each of the game's actions held every frame, with the controller's ε, over the same
-    seeded episodes; the best of them (highest mean) against the controller."""
-    cfg = params.controller
-    names = minimal_action_names(cfg.game)
+def constant_baselines(game: str, epsilon: float, seed: int, policy_returns: np.ndarray, common: dict) -> dict:
+    """Each of the game's actions held every frame, with the policy's ε, over the same seeded
+    episodes; the best of them (highest mean) against the policy's returns."""
+    names = minimal_action_names(game)
     means: dict[str, float] = {}
     best: tuple[str, np.ndarray] | None = None
-    for action_id, name in zip(minimal_action_set(cfg.game), names, strict=True):
-        policy = constant_policy(action_id, cfg.game, cfg.epsilon, cfg.seed)
-        returns = play_episodes(cfg.game, policy, label=f"{name} held (with ε) in the real game", **common)[
-            "returns"
-        ]
+    for action_id, name in zip(minimal_action_set(game), names, strict=True):
+        policy = constant_policy(action_id, game, epsilon, seed)
+        returns = play_episodes(game, policy, label=f"{name} held (with ε) in the real game", **common)["returns"]
         means[name] = float(returns.mean())
         if best is None or means[name] > best[1].mean():
             best = (name, returns)
     name, returns = best
     mean, ci = mean_and_ci95(returns)
-    difference, difference_ci = difference_ci95(controller_returns, returns)
+    difference, difference_ci = difference_ci95(policy_returns, returns)
     return {
         "constant_return_means": means,
         "best_constant_action": name,

@@ -17,6 +17,7 @@ import torch
 from arcadedreamer.config import Params
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_open, describe_write_failure
+from arcadedreamer.models.agent import Actor
 from arcadedreamer.models.controller import LinearController
 from arcadedreamer.models.dynamics import Dynamics
 from arcadedreamer.models.vae import VAE
@@ -107,7 +108,7 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
         ) from None
     if not isinstance(checkpoint, dict) or "stage" not in checkpoint or "model" not in checkpoint:
         raise UserError(f"{path}: not an ArcadeDreamer checkpoint (no stage/model entries)")
-    if checkpoint["stage"] not in ("vae", "dynamics", "controller"):
+    if checkpoint["stage"] not in ("vae", "dynamics", "controller", "agent"):
         raise UserError(
             f"{path}: unknown stage {str(checkpoint['stage'])[:40]!r}; not an ArcadeDreamer checkpoint"
         )
@@ -122,7 +123,7 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
 def schema_problem(checkpoint: dict) -> str | None:
     """What is wrong with a loaded checkpoint's layout, or None: every entry the loaders read,
     with its type, and weights whose names and shapes are those of the architecture it states."""
-    if checkpoint["stage"] == "controller":
+    if checkpoint["stage"] in ("controller", "agent"):
         return controller_problem(checkpoint)
     parts = [("arch", "model", checkpoint["stage"])]
     if checkpoint["stage"] == "dynamics":
@@ -198,16 +199,38 @@ def controller_arch(controller: LinearController) -> dict[str, int]:
     return {"features": width, "num_actions": actions}
 
 
+def policy_arch(actor: Actor) -> dict[str, int]:
+    """An agent's actor: its features and actions, and the width and depth of its layers."""
+    first, last = actor.net[0], actor.net[-1]
+    layers = sum(isinstance(m, torch.nn.LayerNorm) for m in actor.net)
+    return {"features": first.in_features, "num_actions": last.out_features, "units": first.out_features, "layers": layers}
+
+
+def policy_from_arch(stage: str, arch: dict[str, int], latent_dim: int) -> LinearController | Actor:
+    """The policy a controller or agent checkpoint describes, with fresh weights."""
+    state_size = arch["features"] - latent_dim
+    if stage == "agent":
+        return Actor(latent_dim, state_size, arch["num_actions"], arch["units"], arch["layers"])
+    return LinearController(latent_dim, state_size, arch["num_actions"])
+
+
 def controller_problem(checkpoint: dict) -> str | None:
     arch, weights = checkpoint.get("arch"), checkpoint.get("model")
-    if not isinstance(arch, dict) or not all(
-        type(arch.get(k)) is int and 0 < arch[k] <= 65_536 for k in ("features", "num_actions")
-    ):
-        return "'arch' must give positive integers features and num_actions"
-    if not isinstance(weights, dict) or set(weights) != {"linear.weight", "linear.bias"}:
-        return "'model' does not hold a linear controller's weights"
-    if tuple(weights["linear.weight"].shape) != (arch["num_actions"], arch["features"]):
-        return f"'model.linear.weight' has shape {tuple(weights['linear.weight'].shape)}, its arch needs {(arch['num_actions'], arch['features'])}"
+    names = ("features", "num_actions") + (("units", "layers") if checkpoint["stage"] == "agent" else ())
+    if not isinstance(arch, dict) or not all(type(arch.get(k)) is int and 0 < arch[k] <= 65_536 for k in names):
+        return f"'arch' must give positive integers {', '.join(names)}"
+    if arch.get("layers", 1) > 16 or arch["num_actions"] > 18:
+        return "'arch' gives more layers (16) or actions (18) than a policy has"
+    policy = "an agent's actor" if checkpoint["stage"] == "agent" else "a linear controller"
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        return f"'model' does not hold {policy}'s weights"
+    # the shapes an architecture of this width implies (the latent's share does not change them)
+    expected = policy_from_arch(checkpoint["stage"], arch, 0).state_dict()
+    if set(weights) != set(expected):
+        return f"'model' does not hold {policy}'s weights"
+    for name, tensor in expected.items():
+        if weights[name].shape != tensor.shape:
+            return f"'model.{name}' has shape {tuple(weights[name].shape)}, its arch needs {tuple(tensor.shape)}"
     actions = checkpoint.get("action_ids")
     if (
         not isinstance(actions, list)
@@ -237,19 +260,20 @@ def controller_problem(checkpoint: dict) -> str | None:
     return None
 
 
-def load_controller(path: str | Path) -> tuple[LinearController, WorldModel, dict]:
-    """A controller checkpoint → (controller, the world model it dreamt with, checkpoint)."""
+def load_controller(path: str | Path) -> tuple[LinearController | Actor, WorldModel, dict]:
+    """A controller or agent checkpoint → (its policy, the world model it dreamt with, checkpoint)."""
     if not Path(path).exists():
         raise UserError(
-            f"{path}: no controller; train one with `arcadedreamer controller` (or `dvc repro controller`)"
+            f"{path}: no controller or agent; train one with `arcadedreamer controller` or `arcadedreamer agent` "
+            "(or `dvc repro`)"
         )
-    checkpoint = load_checkpoint(path, stage="controller")
+    checkpoint = load_checkpoint(path)
+    if checkpoint["stage"] not in ("controller", "agent"):
+        raise UserError(f"{path}: is a {checkpoint['stage']} checkpoint, expected a controller or agent checkpoint")
     world_model = world_model_from_checkpoint(checkpoint["world_model"])
-    arch = checkpoint["arch"]
-    latent_dim = world_model.vae.latent_dim
-    controller = LinearController(latent_dim, arch["features"] - latent_dim, arch["num_actions"])
-    controller.load_state_dict(checkpoint["model"])
-    return controller.eval(), world_model, checkpoint
+    policy = policy_from_arch(checkpoint["stage"], checkpoint["arch"], world_model.vae.latent_dim)
+    policy.load_state_dict(checkpoint["model"])
+    return policy.eval(), world_model, checkpoint
 
 
 def vae_from_checkpoint(checkpoint: dict) -> VAE:

@@ -1,0 +1,368 @@
+"""The agent stage: an actor-critic trained in the dream only, then the real game decides.
+
+Each update imagines `agent.dreams` rollouts of `agent.horizon` frames in one batch, each
+started from a real context (the GRU warmed up on recorded frames, as the controller's dreams
+are), with the actor choosing every action; the world model's event heads give the expected
+reward of each step and the probability that the game goes on. The critic learns the
+λ-returns of those rollouts (bootstrapped by its slow copy) and the actor the advantages over
+the critic, normalised by the returns' spread (models/agent.py). The world model stays frozen.
+
+Afterwards the agent plays the same seeded real episodes as the controller, with ε, beside the
+random policy, each action held and, when the controller stage has scored on the same
+episodes, the controller.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arcadedreamer import tracking
+from arcadedreamer.config import Params
+from arcadedreamer.control.dream_env import DreamBatch, open_dream
+from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play_episodes, random_policy
+from arcadedreamer.control.train import PER_FRAMES, constant_baselines
+from arcadedreamer.errors import UserError
+from arcadedreamer.fileio import atomic_open, atomic_write_json, replaced_together
+from arcadedreamer.models import checkpoints as ckpt
+from arcadedreamer.models.agent import (
+    Actor,
+    Critic,
+    ReturnScale,
+    actor_loss,
+    critic_loss,
+    lambda_returns,
+    step_weights,
+    update_slow,
+)
+from arcadedreamer.models.controller import Agent, sample_actions
+from arcadedreamer.progress import progress_bar
+
+
+@torch.no_grad()
+def imagine(batch: DreamBatch, actor: Actor, starts: np.ndarray, generator: torch.Generator) -> dict:
+    """Every dream of `batch` restarted at its context start (B,), then `batch.horizon` steps
+    with the actor's sampled actions. Returns features (T + 1, B, F), actions (T, B), rewards
+    (T, B) and continuation probabilities (T, B)."""
+    batch.reset_to(np.arange(batch.size), starts)
+    latent_dim = batch.model.vae.latent_dim
+    features, actions, rewards, continues = [batch.features()], [], [], []
+    for _ in range(batch.horizon):
+        logits = actor(features[-1][:, :latent_dim], features[-1][:, latent_dim:])
+        chosen = sample_actions(logits, torch.rand(batch.size, generator=generator))
+        reward, game_over = batch.advance(chosen)
+        features.append(batch.features())
+        actions.append(chosen)
+        rewards.append(reward.float())
+        continues.append(1.0 - game_over.float())
+    return {
+        "features": torch.stack(features),
+        "actions": torch.stack(actions),
+        "rewards": torch.stack(rewards),
+        "continues": torch.stack(continues),
+    }
+
+
+class Learner:
+    """The actor, the critic, its slow copy, their optimisers and the return scale."""
+
+    def __init__(self, params: Params, latent_dim: int, state_size: int, num_actions: int):
+        cfg = self.cfg = params.agent
+        torch.manual_seed(cfg.seed)
+        self.latent_dim = latent_dim
+        self.actor = Actor(latent_dim, state_size, num_actions, cfg.units, cfg.layers)
+        self.critic = Critic(latent_dim + state_size, cfg.units, cfg.layers)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, eps=1e-5)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
+        self.scale = ReturnScale(cfg.return_scale_decay)
+
+    def update(self, rollout: dict) -> dict[str, float]:
+        cfg, features = self.cfg, rollout["features"]
+        with torch.no_grad():
+            bootstrap = self.slow_critic(features)  # (T + 1, B)
+        targets = lambda_returns(rollout["rewards"], rollout["continues"], bootstrap, cfg.discount, cfg.return_lambda)
+        weights = step_weights(rollout["continues"], cfg.discount)
+        values = self.critic(features[:-1])  # (T, B)
+        value_loss = critic_loss(values, targets, weights)
+        scale = self.scale.update(targets)
+        advantages = (targets - values.detach()) / scale
+        logits = self.actor(features[:-1, :, : self.latent_dim], features[:-1, :, self.latent_dim :])
+        policy_loss, entropy = actor_loss(logits, rollout["actions"], advantages, weights, cfg.entropy_scale)
+        for loss, net, optimizer in (
+            (value_loss, self.critic, self.critic_optimizer),
+            (policy_loss, self.actor, self.actor_optimizer),
+        ):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            optimizer.step()
+        update_slow(self.slow_critic, self.critic, cfg.slow_critic_fraction)
+        losses = {"actor_loss": policy_loss.item(), "critic_loss": value_loss.item()}
+        if not all(np.isfinite(list(losses.values()))):
+            raise UserError("agent: a loss is not finite; lower agent.actor_lr / agent.critic_lr or retrain the world model")
+        return {
+            **losses,
+            "entropy": entropy.item(),
+            "return_scale": scale,
+            "dream_value": float(targets[0].mean()),
+            "dream_reward_rate": float(rollout["rewards"].mean()) * PER_FRAMES,
+        }
+
+
+def train_agent(params: Params, model_path: str | Path | None = None, progress: bool = True) -> dict:
+    cfg = params.agent
+    model_path = Path(model_path) if model_path else ckpt.final_checkpoint_path(params, "dynamics")
+    batch, _ = open_dream(cfg.game, model_path, params, "latent_and_state", cfg.horizon, cfg.contexts, cfg.dreams)
+    world_checkpoint = ckpt.load_checkpoint(model_path, stage="dynamics")
+    latent_dim, state_size = batch.model.vae.latent_dim, batch.model.dynamics.hidden_size
+    learner = Learner(params, latent_dim, state_size, len(batch.action_ids))
+    context_rng = np.random.default_rng(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    print(
+        f"agent: actor-critic ({cfg.layers}×{cfg.units}) on [latent, GRU state], {cfg.updates} updates of "
+        f"{cfg.dreams} dreams × {cfg.horizon} frames ({cfg.contexts} contexts), γ {cfg.discount:g}, λ {cfg.return_lambda:g}"
+    )
+    description = (
+        f"Actor-critic for {cfg.game} trained in the dream of world model {model_path.name}: {cfg.updates} "
+        f"updates of {cfg.dreams} dreams x {cfg.horizon} frames; scored in {cfg.eval_episodes} real games"
+    )
+    report_every = max(1, cfg.updates // 20)
+    curve: list[dict[str, float]] = []
+    with tracking.stage_run("agent", params, description=description) as run_id:
+        world_run = world_checkpoint.get("mlflow_run_id")
+        world_uri = tracking.model_uri_for_run(tracking.DYNAMICS_MODEL, world_run)
+        lineage = {"game": cfg.game, "world_model.checkpoint": str(model_path)}
+        lineage |= {"world_model.run_id": world_run} if world_run else {}
+        lineage |= {"world_model.model_uri": world_uri} if world_uri else {}
+        tracking.set_tags(lineage)
+        started = time.perf_counter()
+        with progress_bar(cfg.updates, "agent updates", "update", progress) as bar:
+            for update in range(1, cfg.updates + 1):
+                starts = context_rng.choice(batch.contexts.starts, batch.size)
+                point = learner.update(imagine(batch, learner.actor, starts, generator))
+                curve.append(point)
+                bar.update(1)
+                if update % report_every == 0 or update == cfg.updates:
+                    tracking.log_metrics(point, step=update)
+                    print(
+                        f"agent update {update}/{cfg.updates}: dream value {point['dream_value']:+.3f}, reward per "
+                        f"{PER_FRAMES} dreamt frames {point['dream_reward_rate']:+.2f}, entropy {point['entropy']:.3f}",
+                        flush=True,
+                    )
+        train_seconds = time.perf_counter() - started
+        summary = score_agent(params, batch, learner.actor, curve, train_seconds, progress)
+        with replaced_together(Path(cfg.out_dir), Path(cfg.metrics_file)) as (out_dir, metrics_file):
+            save_agent(params, learner, batch, world_checkpoint, model_path, summary, run_id, out_dir)
+            plot_agent(curve, summary, out_dir / "returns.png")
+            atomic_write_json(metrics_file, summary)
+        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+        tracking.log_artifact(Path(cfg.out_dir) / "returns.png", "plots")
+        tracking.log_artifact(cfg.metrics_file)
+        if params.tracking.register_models:
+            data = {"data_hash": str(world_checkpoint.get("data_hash", ""))}
+            version = tracking.register_checkpoint(
+                tracking.AGENT_MODEL, Path(cfg.out_dir) / "agent.pt", {**lineage, **data, "run_id": run_id}, description
+            )
+            summary["registered_version"] = version
+            print(f"registered {tracking.AGENT_MODEL} version {version}")
+    return summary
+
+
+@torch.no_grad()
+def dream_rate(batch: DreamBatch, actor: Actor | None, starts: np.ndarray, seed: int) -> float:
+    """Reward per 1 000 dreamt frames of the actor (None: the random policy), each dream ending
+    at a predicted game over or the horizon, as the controller's dream rates are counted."""
+    generator = torch.Generator().manual_seed(seed)
+    batch.reset_to(np.arange(batch.size), starts)
+    latent_dim, actions = batch.model.vae.latent_dim, len(batch.action_ids)
+    alive = torch.ones(batch.size, dtype=torch.bool)
+    total, frames = 0.0, 0
+    for _ in range(batch.horizon):
+        if actor is None:
+            chosen = torch.randint(actions, (batch.size,), generator=generator)
+        else:
+            features = batch.features()
+            logits = actor(features[:, :latent_dim], features[:, latent_dim:])
+            chosen = sample_actions(logits, torch.rand(batch.size, generator=generator))
+        rewards, game_over = batch.advance(chosen)
+        total += float(rewards[alive].sum())
+        frames += int(alive.sum())
+        alive &= game_over <= 0.5
+        if not alive.any():
+            break
+    return total / max(frames, 1) * PER_FRAMES
+
+
+def controller_returns(params: Params) -> np.ndarray | None:
+    """The controller's real returns, when its stage scored it on this agent's very episodes."""
+    path = Path(params.controller.metrics_file)
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = (
+        report.get("game") == params.agent.game
+        and params.controller.eval_seed == params.agent.eval_seed
+        and params.controller.eval_max_frames == params.agent.eval_max_frames
+        and report.get("eval_episodes") == params.agent.eval_episodes
+        and report.get("epsilon") == params.agent.epsilon
+    )
+    returns = report.get("real_returns")
+    return np.asarray(returns, dtype=float) if same and isinstance(returns, list) else None
+
+
+def score_agent(
+    params: Params, batch: DreamBatch, actor: Actor, curve: list[dict[str, float]], train_seconds: float, progress: bool
+) -> dict:
+    """The agent, the random policy, each held action and the controller in the real game; how
+    much the dream flatters the agent (reward per 1 000 frames dreamt over played)."""
+    cfg = params.agent
+    starts = np.random.default_rng(cfg.seed + 1).choice(batch.contexts.starts, batch.size)
+    dreamt = dream_rate(batch, actor, starts, cfg.seed)
+    dreamt_random = dream_rate(batch, None, starts, cfg.seed)
+    player = Agent(actor, batch.model, tuple(batch.action_ids.tolist()), "sample", cfg.seed, cfg.epsilon)
+    common = dict(
+        episodes=cfg.eval_episodes,
+        seed=cfg.eval_seed,
+        max_frames=cfg.eval_max_frames,
+        stack_size=params.data.stack_size,
+        frame_size=params.data.frame_size,
+        progress=progress,
+    )
+    started = time.perf_counter()
+    real = play_episodes(cfg.game, player.act, label="agent in the real game", **common)
+    real_random = play_episodes(cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common)
+    constants = (
+        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common) if cfg.constant_baselines else {}
+    )
+    eval_seconds = time.perf_counter() - started
+    real_mean, real_ci = mean_and_ci95(real["returns"])
+    random_mean, random_ci = mean_and_ci95(real_random["returns"])
+    difference, difference_ci = difference_ci95(real["returns"], real_random["returns"])
+    played = float(real["returns"].sum() / max(real["frames"].sum(), 1) * PER_FRAMES)
+    summary = {
+        "game": cfg.game,
+        "real_return_mean": real_mean,
+        "real_return_ci95": real_ci,
+        "random_return_mean": random_mean,
+        "random_return_ci95": random_ci,
+        "real_minus_random": difference,
+        "real_minus_random_ci95": difference_ci,
+        "beats_random": bool(difference - difference_ci > 0),
+        "dream_reward_rate": dreamt,
+        "dream_random_reward_rate": dreamt_random,
+        "real_reward_rate": played,
+        # the dream's flattery: reward per 1 000 frames dreamt over played (issue target: ≤ 2)
+        "dream_real_ratio": dreamt / played if played > 0 else float("nan"),
+        "dream_value_first_update": curve[0]["dream_value"],
+        "dream_value_last_update": curve[-1]["dream_value"],
+        **constants,
+        "real_frames_mean": float(real["frames"].mean()),
+        "real_game_overs": int(real["game_over"].sum()),
+        "epsilon": cfg.epsilon,
+        "eval_episodes": cfg.eval_episodes,
+        "eval_max_frames": cfg.eval_max_frames,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "real_returns": real["returns"].tolist(),
+        "random_returns": real_random["returns"].tolist(),
+    }
+    controller = controller_returns(params)
+    if controller is not None:
+        mean, ci = mean_and_ci95(controller)
+        versus, versus_ci = difference_ci95(real["returns"], controller)
+        summary |= {
+            "controller_return_mean": mean,
+            "controller_return_ci95": ci,
+            "real_minus_controller": versus,
+            "real_minus_controller_ci95": versus_ci,
+            "beats_controller": bool(versus - versus_ci > 0),
+        }
+    verdict = "beats" if summary["beats_random"] else "does not beat"
+    print(
+        f"agent in the real game: {real_mean:+.2f} ± {real_ci:.2f} vs random {random_mean:+.2f} ± {random_ci:.2f} "
+        f"over {cfg.eval_episodes} episodes (it {verdict} random); reward per {PER_FRAMES} frames in the dream "
+        f"{dreamt:+.2f}, in the real game {played:+.2f}"
+    )
+    for name, key in (("the best held action", "best_constant"), ("the controller", "controller")):
+        if f"{key}_return_mean" in summary:
+            verdict = "beats" if summary[f"beats_{key}"] else "does not beat"
+            print(
+                f"{name}: {summary[f'{key}_return_mean']:+.2f} ± {summary[f'{key}_return_ci95']:.2f} (agent minus it "
+                f"{summary[f'real_minus_{key}']:+.2f} ± {summary[f'real_minus_{key}_ci95']:.2f}: it {verdict} it)"
+            )
+    return summary
+
+
+def save_agent(
+    params: Params,
+    learner: Learner,
+    batch: DreamBatch,
+    world_checkpoint: dict,
+    model_path: Path,
+    summary: dict,
+    run_id: str,
+    out_dir: Path,
+) -> Path:
+    """Like a controller checkpoint, the agent holds the world model it dreamt with (and its
+    critic, for training further)."""
+    cfg = params.agent
+    path = out_dir / "agent.pt"
+    ckpt.save_checkpoint(
+        path,
+        {
+            "stage": "agent",
+            "model": learner.actor.state_dict(),
+            "critic": learner.critic.state_dict(),
+            "arch": ckpt.policy_arch(learner.actor),
+            "game": cfg.game,
+            "action_ids": [int(a) for a in batch.action_ids],
+            "action_choice": "sample",
+            "epsilon": float(cfg.epsilon),
+            "world_model": {k: world_checkpoint[k] for k in ckpt.WORLD_MODEL_ENTRIES},
+            "world_model_checkpoint": str(model_path),
+            "metrics": {k: v for k, v in summary.items() if isinstance(v, (int, float))},
+            "mlflow_run_id": run_id,
+        },
+    )
+    return path
+
+
+def plot_agent(curve: list[dict[str, float]], summary: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    updates = range(1, len(curve) + 1)
+    left.plot(updates, [p["dream_reward_rate"] for p in curve], label="agent")
+    left.axhline(summary["dream_random_reward_rate"], color="gray", linestyle=":", label="random policy")
+    left.set_xlabel("update")
+    left.set_ylabel(f"reward per {PER_FRAMES} dreamt frames")
+    left.set_title("In the dream")
+    left.legend(fontsize=8)
+    bars = [("agent", "real"), ("random", "random"), ("best held", "best_constant"), ("controller", "controller")]
+    shown = [(name, key) for name, key in bars if f"{key}_return_mean" in summary]
+    right.bar(
+        [name for name, _ in shown],
+        [summary[f"{key}_return_mean"] for _, key in shown],
+        yerr=[summary[f"{key}_return_ci95"] for _, key in shown],
+        capsize=6,
+        color=["tab:blue", "tab:gray", "tab:olive", "tab:orange"][: len(shown)],
+    )
+    right.set_title(f"Real game ({summary['eval_episodes']} episodes, 95% CI)")
+    right.set_ylabel("return")
+    fig.suptitle(summary["game"].removesuffix("NoFrameskip-v4"))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=90)
+    plt.close(fig)
+    return path

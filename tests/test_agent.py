@@ -1,0 +1,194 @@
+"""The actor-critic in imagination: its losses on hand-made returns, its learning on a bandit,
+and the agent stage on the tiny world model, scored in the real game and registered."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from arcadedreamer.config import load_params
+from arcadedreamer.errors import UserError
+from arcadedreamer.models import checkpoints as ckpt
+from arcadedreamer.models.agent import (
+    Actor,
+    ReturnScale,
+    actor_loss,
+    critic_loss,
+    lambda_returns,
+    step_weights,
+    update_slow,
+)
+from conftest import run_cli, write_params
+
+GAME = "BreakoutNoFrameskip-v4"
+
+
+def column(*values: float) -> torch.Tensor:
+    """(T, 1): one dream's values over time."""
+    return torch.tensor(values, dtype=torch.float64)[:, None]
+
+
+def test_lambda_returns_on_hand_computed_values():
+    rewards, continues, values = column(1.0, 2.0), column(1.0, 1.0), column(0.5, 1.0, 3.0)
+    # R_2 = v_2 = 3; R_1 = 2 + 0.9 (0.5·3 + 0.5·3) = 4.7; R_0 = 1 + 0.9 (0.5·1 + 0.5·4.7) = 3.565
+    assert lambda_returns(rewards, continues, values, 0.9, 0.5)[:, 0].tolist() == pytest.approx([3.565, 4.7])
+    # λ = 1: the discounted sum of rewards and the last value; λ = 0: one-step TD targets
+    assert lambda_returns(rewards, continues, values, 0.9, 1.0)[:, 0].tolist() == pytest.approx([5.23, 4.7])
+    assert lambda_returns(rewards, continues, values, 0.9, 0.0)[:, 0].tolist() == pytest.approx([1.9, 4.7])
+    # a game that ends after the first step: nothing after it counts
+    ended = lambda_returns(rewards, column(0.0, 1.0), values, 0.9, 0.5)
+    assert ended[0, 0].item() == pytest.approx(1.0)
+
+
+def test_later_states_weigh_by_discount_and_continuation():
+    weights = step_weights(column(1.0, 0.5, 1.0), 0.9)
+    assert weights[:, 0].tolist() == pytest.approx([1.0, 0.9, 0.405])
+
+
+def test_the_critic_learns_the_slow_critics_targets_not_its_own(tmp_path):
+    """With no reward, the λ-returns are the slow critic's values (here 0) wherever the game goes
+    on; the online critic, answering 10 everywhere, is pulled toward them, and the slow one
+    follows it by `slow_critic_fraction` of the way."""
+    from arcadedreamer.control.agent import Learner
+
+    raw = {"agent": {"units": 8, "layers": 1, "discount": 0.9, "slow_critic_fraction": 0.25}}
+    learner = Learner(load_params(write_params(tmp_path, raw)), latent_dim=3, state_size=2, num_actions=4)
+    learner.critic.net[-1].bias.data.fill_(10.0)
+    steps, dreams = 4, 5
+    rollout = {
+        "features": torch.randn(steps + 1, dreams, 5),
+        "actions": torch.zeros(steps, dreams, dtype=torch.long),
+        "rewards": torch.zeros(steps, dreams),
+        "continues": torch.ones(steps, dreams),
+    }
+    losses = learner.update(rollout)
+    weights = 0.9 ** torch.arange(steps, dtype=torch.float32)  # γ^t, every dream alike
+    assert losses["critic_loss"] == pytest.approx(float(0.5 * (weights * 100).mean()), rel=1e-5)
+    slow_bias, fast_bias = learner.slow_critic.net[-1].bias.item(), learner.critic.net[-1].bias.item()
+    assert fast_bias < 10.0, "the critic moved toward its targets"
+    assert slow_bias == pytest.approx(0.25 * fast_bias, rel=1e-5)
+
+
+def test_slow_weights_move_the_given_fraction():
+    slow, fast = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    for module, value in ((slow, 0.0), (fast, 1.0)):
+        for param in module.parameters():
+            param.data.fill_(value)
+    update_slow(slow, fast, 0.25)
+    assert all(torch.allclose(p, torch.full_like(p, 0.25)) for p in slow.parameters())
+
+
+def test_return_scale_shrinks_large_returns_and_leaves_small_ones():
+    scale = ReturnScale(decay=0.5)
+    assert scale.update(torch.linspace(0, 100, 1001)) == pytest.approx(90.0)
+    assert scale.update(torch.linspace(0, 10, 1001)) == pytest.approx(0.5 * 90 + 0.5 * 9)
+    assert ReturnScale().update(torch.linspace(0, 0.1, 11)) == 1.0
+
+
+def test_the_actor_loss_favours_an_action_by_its_advantage_and_entropy_spreads_it():
+    logits = torch.zeros(1, 2, 3, requires_grad=True)  # (T, B, A): two dreams, uniform
+    actions = torch.tensor([[0, 1]])
+    advantages, weights = torch.tensor([[1.0, -1.0]]), torch.ones(1, 2)
+    loss, entropy = actor_loss(logits, actions, advantages, weights, entropy_scale=0.0)
+    assert entropy.item() == pytest.approx(math.log(3))
+    loss.backward()
+    stepped = logits.detach() - logits.grad  # a gradient step
+    probs = torch.softmax(stepped, -1)[0]
+    assert probs[0, 0] > 1 / 3 and probs[1, 1] < 1 / 3
+    peaked = torch.tensor([[[5.0, 0.0, 0.0]]], requires_grad=True)
+    loss, _ = actor_loss(peaked, torch.tensor([[0]]), torch.zeros(1, 1), torch.ones(1, 1), entropy_scale=1.0)
+    loss.backward()
+    assert peaked.grad[0, 0, 0] > 0, "the entropy bonus lowers the favoured logit"
+
+
+def test_the_learner_finds_the_rewarded_action_of_a_bandit(tmp_path):
+    """Actions drawn from the actor, a reward of 1 for action 2 only: after 150 updates the
+    actor takes it almost always (REINFORCE on λ-returns, the critic as baseline)."""
+    from arcadedreamer.control.agent import Learner
+    from arcadedreamer.models.controller import sample_actions
+
+    raw = {"agent": {"units": 16, "layers": 1, "actor_lr": 0.01, "critic_lr": 0.01}}
+    learner = Learner(load_params(write_params(tmp_path, raw)), latent_dim=3, state_size=2, num_actions=4)
+    generator = torch.Generator().manual_seed(0)
+    steps, dreams = 3, 64
+    for _ in range(150):
+        features = torch.randn(steps + 1, dreams, 5, generator=generator)
+        with torch.no_grad():
+            logits = learner.actor(features[:-1, :, :3], features[:-1, :, 3:])
+        actions = sample_actions(logits, torch.rand(steps, dreams, generator=generator))
+        rewards = (actions == 2).float()
+        learner.update({"features": features, "actions": actions, "rewards": rewards,
+                        "continues": torch.ones(steps, dreams)})  # fmt: skip
+    with torch.no_grad():
+        probs = torch.softmax(learner.actor(torch.randn(256, 3), torch.randn(256, 2)), -1)
+    assert probs[:, 2].mean() > 0.9, probs.mean(0)
+
+
+def test_bad_agent_settings_are_refused_in_one_line(tmp_path):
+    for key, value, fragment in (
+        ("horizon", 1, "agent.horizon: Input should be greater than or equal to 2"),
+        ("discount", 1.5, "agent.discount: Input should be less than or equal to 1"),
+        ("game", "Tetris", "agent.game"),
+        ("dreams", 65_536, "dreams × horizon must stay within"),
+    ):
+        with pytest.raises(UserError, match=fragment):
+            load_params(write_params(tmp_path, {"agent": {key: value, "horizon": 100} if key == "dreams" else {key: value}}))
+
+
+def test_agent_stage_learns_in_the_dream_scores_in_the_real_game_and_registers(trained, tmp_path):
+    """The stage on the tiny world model: its report beside the random policy, each held action
+    and the controller (scored on the same games first), its checkpoint a whole agent that plays
+    and that the registry serves."""
+    from arcadedreamer.control.agent import train_agent
+    from arcadedreamer.control.train import train_controller
+
+    raw = yaml.safe_load(trained.params_path.read_text())
+    for section, key in (("controller", "out_dir"), ("controller", "metrics_file"), ("agent", "out_dir"),
+                         ("agent", "metrics_file")):  # fmt: skip
+        raw[section][key] = str(tmp_path / raw[section][key].rsplit("/", 1)[-1])
+    raw["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = load_params(write_params(tmp_path, raw))
+    model = ckpt.final_checkpoint_path(params, "dynamics")
+    train_controller(params, model, progress=False)
+    summary = train_agent(params, model, progress=False)
+    report = json.loads(open(params.agent.metrics_file).read())
+    # the report is the summary, with a ratio of nothing played written as null (strict JSON)
+    written = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
+    assert report == json.loads(json.dumps({k: v for k, v in written.items() if k != "registered_version"}))
+    assert len(report["real_returns"]) == 2 and report["eval_episodes"] == 2
+    assert report["beats_random"] == (report["real_minus_random"] - report["real_minus_random_ci95"] > 0)
+    assert set(report["constant_return_means"]) == {"NOOP", "FIRE", "RIGHT", "LEFT"}
+    # the controller played the same seeded games: its returns are compared game by game
+    controller = json.loads(open(params.controller.metrics_file).read())
+    assert report["controller_return_mean"] == pytest.approx(np.mean(controller["real_returns"]))
+    assert report["beats_controller"] == (report["real_minus_controller"] - report["real_minus_controller_ci95"] > 0)
+    for key in ("dream_reward_rate", "dream_random_reward_rate", "real_reward_rate", "dream_value_last_update"):
+        assert math.isfinite(report[key]), key
+    actor, world_model, checkpoint = ckpt.load_controller(f"{params.agent.out_dir}/agent.pt")
+    assert isinstance(actor, Actor) and checkpoint["stage"] == "agent" and checkpoint["game"] == GAME
+    assert checkpoint["epsilon"] == report["epsilon"] == params.agent.epsilon
+    assert set(checkpoint["critic"]) and checkpoint["world_model"]["arch"]["hidden_size"] == 32
+    # a damaged actor is named in one line
+    damaged = tmp_path / "bad_agent.pt"
+    torch.save({**checkpoint, "model": {"net.0.weight": torch.zeros(2, 2)}}, damaged)
+    with pytest.raises(UserError, match="'model' does not hold an agent's actor's weights"):
+        ckpt.load_controller(damaged)
+    # registered, and served from MLflow alone in a fresh process
+    version = summary["registered_version"]
+    script = (
+        "import mlflow, numpy as np\n"
+        f"mlflow.set_tracking_uri({params.tracking.uri!r})\n"
+        f"m = mlflow.pyfunc.load_model('models:/arcadedreamer-agent/{version}')\n"
+        "print(m.metadata.signature is not None, m.predict(np.zeros((2, 3, 4, 64, 64), dtype=np.float32)).shape)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0 and loaded.stdout.strip().endswith("True (2, 3)"), loaded.stderr[-2000:]
+    # and plays the real game, as the controller does
+    played = run_cli("play", "--game", GAME, "--agent", f"{params.agent.out_dir}/agent.pt", "--headless",
+                     "--steps", "3", "--params", str(tmp_path / "params.yaml"))  # fmt: skip
+    assert played.returncode == 0 and "played 3 steps" in played.stdout, played.stderr
