@@ -192,3 +192,39 @@ def test_agent_stage_learns_in_the_dream_scores_in_the_real_game_and_registers(t
     played = run_cli("play", "--game", GAME, "--agent", f"{params.agent.out_dir}/agent.pt", "--headless",
                      "--steps", "3", "--params", str(tmp_path / "params.yaml"))  # fmt: skip
     assert played.returncode == 0 and "played 3 steps" in played.stdout, played.stderr
+
+
+def test_a_lost_life_ends_a_dream_and_is_learnt_from_the_recorded_ram(trained, tmp_path):
+    """The head is fitted on exactly the steps of the recording that lost a life (the RAM's
+    counter), and the dreams it judges to have lost one stop counting."""
+    from arcadedreamer.control.agent import fit_life_loss, imagine
+    from arcadedreamer.control.dream_env import open_dream
+    from arcadedreamer.data.objects import lives_lost
+    from arcadedreamer.data.preprocessing import stack_start_indices
+    from arcadedreamer.data.storage import load_game_data
+    from arcadedreamer.models.agent import LifeLossHead
+
+    raw = yaml.safe_load(trained.params_path.read_text())
+    raw["agent"]["contexts"] = "training"
+    params = load_params(write_params(tmp_path, raw))
+    batch, _ = open_dream(GAME, ckpt.final_checkpoint_path(params, "dynamics"), params, "latent_and_state", 6,
+                          "training", 8)  # fmt: skip
+    head, report = fit_life_loss(batch, params)
+    data = load_game_data(trained.root / "data/collected" / GAME)
+    valid = np.zeros(len(data.episode_ends), dtype=bool)
+    valid[stack_start_indices(data.episode_ends, 4)] = True
+    usable = valid & ~data.episode_ends
+    assert report["life_losses"] == int(lives_lost(GAME, data.ram, data.episode_ends)[usable].sum()) > 0
+    assert report["life_loss_steps"] == int(usable.sum())
+    assert head is not None and 0.0 <= report["life_loss_auc"] <= 1.0  # the last episode lost a life too
+    starts = batch.contexts.starts[:8]
+    actor = Actor(64, 32, 4, 8, 1)
+    for bias, ends in ((50.0, True), (-50.0, False)):
+        certain = LifeLossHead(32)
+        torch.nn.init.zeros_(certain.linear.weight)
+        torch.nn.init.constant_(certain.linear.bias, bias)
+        rollout = imagine(batch, actor, starts, torch.Generator().manual_seed(0), certain)
+        assert bool((rollout["continues"] < 1e-6).all()) is ends
+    plain = imagine(batch, actor, starts, torch.Generator().manual_seed(0))
+    assert torch.allclose(rollout["continues"], plain["continues"])  # a head that never fires changes nothing
+    assert fit_life_loss(batch, load_params(write_params(tmp_path / "off", {**raw, "agent": {**raw["agent"], "life_loss": False}}))) == (None, {})

@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from arcadedreamer.data.objects import GAMES, ObjectBoxes, box_coverage, object_boxes
+from arcadedreamer.data.objects import GAMES, LIVES_ADDRESS, ObjectBoxes, box_coverage, lives_lost, object_boxes
 from arcadedreamer.data.preprocessing import preprocess_frame
 from arcadedreamer.evaluation.objects import (
     FAINT,
@@ -548,3 +548,31 @@ def test_a_player_is_scored_where_the_truth_shows_one():
         truth = hand_truth(player_mass=mass)
         outcome = player_outcomes(paddle_profile({30: 0.5}), truth, BREAKOUT, tolerance=2, visibility=0.5)[0]
         assert (outcome != NOT_SCORED) == scored, mass
+
+
+@pytest.mark.parametrize("game", sorted(LIVES_ADDRESS))
+def test_the_ram_lives_counter_is_the_emulators_own(game):
+    """Random play through several lost lives and a game over: the RAM byte reads ALE's count."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    env = gym.make(game)
+    env.reset(seed=3)
+    rng, counts, ram = np.random.default_rng(0), [], []
+    for _ in range(3000):
+        *_, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        counts.append(env.unwrapped.ale.lives())
+        ram.append(env.unwrapped.ale.getRAM().copy())
+        if terminated or truncated:
+            env.reset(seed=4)
+    env.close()
+    assert len(set(counts)) >= 3, "the play lost lives"
+    assert np.array_equal(np.array(ram)[:, LIVES_ADDRESS[game]], np.array(counts))
+
+
+def test_a_life_is_lost_where_the_counter_falls_within_an_episode():
+    ram = np.zeros((6, 128), dtype=np.uint8)
+    ram[:, 57] = [5, 5, 4, 4, 5, 3]  # a new episode starts at row 4, with 5 lives again
+    ends = np.array([False, False, False, True, False, True])
+    assert lives_lost("BreakoutNoFrameskip-v4", ram, ends).tolist() == [False, True, False, False, True, False]
+    assert lives_lost("PongNoFrameskip-v4", ram, ends) is None

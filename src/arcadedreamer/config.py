@@ -445,6 +445,9 @@ class AgentConfig(_Section):
     return_scale_decay: float = Field(
         0.99, ge=0, lt=1, description="Smoothing of the λ-returns' 5–95th percentile range."
     )
+    life_loss: bool = Field(
+        True, description="A life lost (a head fitted on the recorded RAM's lives counter) ends a dream."
+    )
     epsilon: float = Field(
         0.05, ge=0, le=1, description="In the real game, each frame a uniformly random action instead (as DQN)."
     )

@@ -27,12 +27,16 @@ from arcadedreamer.config import Params
 from arcadedreamer.control.dream_env import DreamBatch, open_dream
 from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play_episodes, random_policy
 from arcadedreamer.control.train import PER_FRAMES, constant_baselines
+from arcadedreamer.data.objects import lives_lost
+from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices
+from arcadedreamer.data.storage import RECOLLECT, REGENERATE_HELDOUT, load_game_data
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_open, atomic_write_json, replaced_together
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.agent import (
     Actor,
     Critic,
+    LifeLossHead,
     ReturnScale,
     actor_loss,
     critic_loss,
@@ -41,14 +45,22 @@ from arcadedreamer.models.agent import (
     update_slow,
 )
 from arcadedreamer.models.controller import Agent, sample_actions
+from arcadedreamer.models.events import roc_auc
 from arcadedreamer.progress import progress_bar
 
 
 @torch.no_grad()
-def imagine(batch: DreamBatch, actor: Actor, starts: np.ndarray, generator: torch.Generator) -> dict:
+def imagine(
+    batch: DreamBatch,
+    actor: Actor,
+    starts: np.ndarray,
+    generator: torch.Generator,
+    life_loss: LifeLossHead | None = None,
+) -> dict:
     """Every dream of `batch` restarted at its context start (B,), then `batch.horizon` steps
     with the actor's sampled actions. Returns features (T + 1, B, F), actions (T, B), rewards
-    (T, B) and continuation probabilities (T, B)."""
+    (T, B) and continuation probabilities (T, B): the game goes on, and (with `life_loss`) no
+    life was lost."""
     batch.reset_to(np.arange(batch.size), starts)
     latent_dim = batch.model.vae.latent_dim
     features, actions, rewards, continues = [batch.features()], [], [], []
@@ -59,13 +71,69 @@ def imagine(batch: DreamBatch, actor: Actor, starts: np.ndarray, generator: torc
         features.append(batch.features())
         actions.append(chosen)
         rewards.append(reward.float())
-        continues.append(1.0 - game_over.float())
+        going_on = 1.0 - game_over.float()
+        if life_loss is not None:
+            going_on = going_on * (1.0 - life_loss(batch.hidden[-1]))
+        continues.append(going_on)
     return {
         "features": torch.stack(features),
         "actions": torch.stack(actions),
         "rewards": torch.stack(rewards),
         "continues": torch.stack(continues),
     }
+
+
+def fit_life_loss(batch: DreamBatch, params: Params) -> tuple[LifeLossHead | None, dict]:
+    """A life lost as the end of a dream: the GRU is fed the recording the dreams start from
+    (real latents and actions, from each episode's first full stack), and a logistic head on
+    its state learns which steps lost a life by the RAM's lives counter; its AUC is measured on
+    the last tenth of the episodes (at least one), left out. None for a game without lives, or `agent.life_loss` off."""
+    cfg = params.agent
+    if not cfg.life_loss:
+        return None, {}
+    training = cfg.contexts == "training"
+    root = params.data.out_dir if training else params.heldout.out_dir
+    data = load_game_data(Path(root) / cfg.game, rebuild=RECOLLECT if training else REGENERATE_HELDOUT)
+    ends = np.asarray(data.episode_ends, dtype=bool)
+    lost = lives_lost(cfg.game, data.ram, ends)
+    if lost is None:
+        return None, {}
+    valid = np.zeros(len(ends), dtype=bool)
+    valid[stack_start_indices(ends, params.data.stack_size)] = True
+    latents, actions = batch.contexts.latents, batch.contexts.actions
+    states = torch.zeros(len(ends), batch.model.dynamics.hidden_size)
+    hidden = None
+    with torch.no_grad():
+        for t in np.flatnonzero(valid):
+            if t == 0 or not valid[t - 1] or ends[t - 1]:
+                hidden = None  # a new episode (or its first full stack)
+            _, hidden = batch.model.step(latents[t : t + 1], actions[t : t + 1], hidden)
+            states[t] = hidden[-1, 0]
+    usable = valid & ~ends
+    labels = torch.from_numpy(lost[usable]).float()
+    features = states[torch.from_numpy(usable)]
+    ids = episode_ids(ends)[usable]
+    episodes = int(ids.max()) + 1 if len(ids) else 0
+    held_out = torch.from_numpy(ids >= episodes - max(1, episodes // 10))  # the last tenth, at least one
+    report = {"life_losses": int(labels.sum()), "life_loss_steps": len(labels)}
+    if labels[~held_out].sum() < 1 or labels[held_out].sum() < 1:
+        print(f"agent: {report['life_losses']} lives lost in the recording: too few to learn when a dream ends")
+        return None, report
+    torch.manual_seed(cfg.seed)
+    head = LifeLossHead(batch.model.dynamics.hidden_size)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.01)
+    for _ in range(300):  # full batch: the recording's states fit in memory
+        loss = torch.nn.functional.binary_cross_entropy(head(features[~held_out]), labels[~held_out])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        report["life_loss_auc"] = roc_auc(head(features[held_out]), labels[held_out])
+    print(
+        f"agent: a lost life ends a dream: {report['life_losses']} lives lost in {len(labels)} recorded steps, "
+        f"AUC {report['life_loss_auc']:.2f} on the episodes left out"
+    )
+    return head.eval().requires_grad_(False), report
 
 
 class Learner:
@@ -142,10 +210,11 @@ def train_agent(params: Params, model_path: str | Path | None = None, progress: 
         lineage |= {"world_model.model_uri": world_uri} if world_uri else {}
         tracking.set_tags(lineage)
         started = time.perf_counter()
+        life_loss, life_report = fit_life_loss(batch, params)
         with progress_bar(cfg.updates, "agent updates", "update", progress) as bar:
             for update in range(1, cfg.updates + 1):
                 starts = context_rng.choice(batch.contexts.starts, batch.size)
-                point = learner.update(imagine(batch, learner.actor, starts, generator))
+                point = learner.update(imagine(batch, learner.actor, starts, generator, life_loss))
                 curve.append(point)
                 bar.update(1)
                 if update % report_every == 0 or update == cfg.updates:
@@ -156,7 +225,7 @@ def train_agent(params: Params, model_path: str | Path | None = None, progress: 
                         flush=True,
                     )
         train_seconds = time.perf_counter() - started
-        summary = score_agent(params, batch, learner.actor, curve, train_seconds, progress)
+        summary = score_agent(params, batch, learner.actor, curve, train_seconds, progress) | life_report
         with replaced_together(Path(cfg.out_dir), Path(cfg.metrics_file)) as (out_dir, metrics_file):
             save_agent(params, learner, batch, world_checkpoint, model_path, summary, run_id, out_dir)
             plot_agent(curve, summary, out_dir / "returns.png")

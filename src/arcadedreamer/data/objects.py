@@ -117,6 +117,21 @@ GAMES: dict[str, GameSpec] = {
 }
 
 
+# The lives counter's RAM byte, checked against ALE's own count (tests/test_objects.py); Pong has none.
+LIVES_ADDRESS = {"BreakoutNoFrameskip-v4": 57, "SpaceInvadersNoFrameskip-v4": 73}
+
+
+def lives_lost(game: str, ram: np.ndarray, episode_ends: np.ndarray) -> np.ndarray | None:
+    """(N,) bool: the transition from row t lost a life (the counter is lower on the next row of
+    the same episode); None for a game without lives. ram (N, 128) as frame t was shown."""
+    if game not in LIVES_ADDRESS:
+        return None
+    lives = ram[:, LIVES_ADDRESS[game]].astype(np.int64)
+    lost = np.zeros(len(lives), dtype=bool)
+    lost[:-1] = (lives[1:] < lives[:-1]) & ~np.asarray(episode_ends[:-1], dtype=bool)
+    return lost
+
+
 def object_boxes(game: str, ram: np.ndarray) -> ObjectBoxes | None:
     """(N, 128) RAM → the game's object boxes, or None for a game without a map."""
     spec = GAMES.get(game)

@@ -56,6 +56,19 @@ class Critic(nn.Module):
         return self.net(features).squeeze(-1)
 
 
+class LifeLossHead(nn.Module):
+    """GRU state after a step (…, H) → the probability that the step lost a life (…): logistic
+    regression fitted on the recorded RAM's lives counter, so a dream ends where a ball is
+    missed (the world model's own game-over head sees too few game overs to say so)."""
+
+    def __init__(self, state_size: int):
+        super().__init__()
+        self.linear = nn.Linear(state_size, 1)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.linear(states)).squeeze(-1)
+
+
 def lambda_returns(
     rewards: torch.Tensor, continues: torch.Tensor, values: torch.Tensor, discount: float, lam: float
 ) -> torch.Tensor:
