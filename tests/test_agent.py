@@ -16,6 +16,7 @@ from arcadedreamer.errors import UserError
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.agent import (
     Actor,
+    LifeLossHead,
     ReturnScale,
     actor_loss,
     critic_loss,
@@ -74,6 +75,16 @@ def test_the_critic_learns_the_slow_critics_targets_not_its_own(tmp_path):
     assert slow_bias == pytest.approx(0.25 * fast_bias, rel=1e-5)
 
 
+def test_the_life_loss_head_gives_one_probability_a_state():
+    head = LifeLossHead(4)
+    torch.nn.init.constant_(head.linear.weight, 0.5)
+    torch.nn.init.constant_(head.linear.bias, -1.0)
+    states = torch.ones(3, 5, 4)  # (T, B, H): the states of an imagined batch
+    probabilities = head(states)
+    assert probabilities.shape == (3, 5)
+    assert torch.allclose(probabilities, torch.full((3, 5), 1 / (1 + math.exp(-1.0))))
+
+
 def test_slow_weights_move_the_given_fraction():
     slow, fast = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     for module, value in ((slow, 0.0), (fast, 1.0)):
@@ -87,7 +98,7 @@ def test_return_scale_shrinks_large_returns_and_leaves_small_ones():
     scale = ReturnScale(decay=0.5)
     assert scale.update(torch.linspace(0, 100, 1001)) == pytest.approx(90.0)
     assert scale.update(torch.linspace(0, 10, 1001)) == pytest.approx(0.5 * 90 + 0.5 * 9)
-    assert ReturnScale().update(torch.linspace(0, 0.1, 11)) == 1.0
+    assert ReturnScale(decay=0.99).update(torch.linspace(0, 0.1, 11)) == 1.0
 
 
 def test_the_actor_loss_favours_an_action_by_its_advantage_and_entropy_spreads_it():

@@ -99,7 +99,7 @@ class ReturnScale:
     λ-returns, smoothed over updates; advantages are divided by max(1, range), so large
     returns are scaled down and small ones are not blown up into noise."""
 
-    def __init__(self, decay: float = 0.99):
+    def __init__(self, decay: float):
         self.decay, self.range = decay, None
 
     def update(self, returns: torch.Tensor) -> float:
