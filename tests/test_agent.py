@@ -16,6 +16,7 @@ from arcadedreamer.errors import UserError
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.agent import (
     Actor,
+    Critic,
     LifeLossHead,
     ReturnScale,
     actor_loss,
@@ -73,6 +74,18 @@ def test_the_critic_learns_the_slow_critics_targets_not_its_own(tmp_path):
     slow_bias, fast_bias = learner.slow_critic.net[-1].bias.item(), learner.critic.net[-1].bias.item()
     assert fast_bias < 10.0, "the critic moved toward its targets"
     assert slow_bias == pytest.approx(0.25 * fast_bias, rel=1e-5)
+
+
+def test_a_fresh_actor_is_the_uniform_policy_and_a_fresh_critic_expects_nothing():
+    torch.manual_seed(0)
+    latents, states = torch.randn(6, 3), torch.randn(6, 2)
+    assert torch.equal(Actor(3, 2, 4, 8, 2)(latents, states), torch.zeros(6, 4))
+    assert torch.equal(Critic(5, 8, 2)(torch.cat([latents, states], -1)), torch.zeros(6))
+
+
+def test_the_critic_loss_is_half_the_weighted_squared_error():
+    values, targets, weights = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 3.0]), torch.tensor([1.0, 0.5])
+    assert critic_loss(values, targets, weights).item() == pytest.approx(0.5 * (4 * 1.0 + 1 * 0.5) / 2)
 
 
 def test_the_life_loss_head_gives_one_probability_a_state():
