@@ -26,12 +26,12 @@ from arcadedreamer import tracking
 from arcadedreamer.config import Params
 from arcadedreamer.control.dream_env import DreamBatch, open_dream
 from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play_episodes, random_policy
-from arcadedreamer.control.train import PER_FRAMES, constant_baselines
+from arcadedreamer.control.train import PER_FRAMES, constant_baselines, save_figure, world_model_lineage
 from arcadedreamer.data.objects import lives_lost
 from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices
 from arcadedreamer.data.storage import RECOLLECT, REGENERATE_HELDOUT, load_game_data
 from arcadedreamer.errors import UserError
-from arcadedreamer.fileio import atomic_open, atomic_write_json, replaced_together
+from arcadedreamer.fileio import atomic_write_json, replaced_together
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.agent import (
     Actor,
@@ -203,11 +203,7 @@ def train_agent(params: Params, model_path: str | Path | None = None, progress: 
     report_every = max(1, cfg.updates // 20)
     curve: list[dict[str, float]] = []
     with tracking.stage_run("agent", params, description=description) as run_id:
-        world_run = world_checkpoint.get("mlflow_run_id")
-        world_uri = tracking.model_uri_for_run(tracking.DYNAMICS_MODEL, world_run)
-        lineage = {"game": cfg.game, "world_model.checkpoint": str(model_path)}
-        lineage |= {"world_model.run_id": world_run} if world_run else {}
-        lineage |= {"world_model.model_uri": world_uri} if world_uri else {}
+        lineage = world_model_lineage(cfg.game, model_path, world_checkpoint)
         tracking.set_tags(lineage)
         started = time.perf_counter()
         life_loss, life_report = fit_life_loss(batch, params)
@@ -430,8 +426,4 @@ def plot_agent(curve: list[dict[str, float]], summary: dict, path: Path) -> Path
     right.set_ylabel("return")
     fig.suptitle(summary["game"].removesuffix("NoFrameskip-v4"))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

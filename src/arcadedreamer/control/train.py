@@ -95,6 +95,28 @@ def dream_returns(
     return {"returns": returns, "frames": frames}
 
 
+def world_model_lineage(game: str, model_path: Path, world_checkpoint: dict) -> dict[str, str]:
+    """Tags naming the world model a policy dreamt in: its file, and its run and registered
+    version when it has them."""
+    world_run = world_checkpoint.get("mlflow_run_id")
+    world_uri = tracking.model_uri_for_run(tracking.DYNAMICS_MODEL, world_run)
+    lineage = {"game": game, "world_model.checkpoint": str(model_path)}
+    lineage |= {"world_model.run_id": world_run} if world_run else {}
+    lineage |= {"world_model.model_uri": world_uri} if world_uri else {}
+    return lineage
+
+
+def save_figure(fig, path: Path) -> Path:
+    """A matplotlib figure written atomically as a PNG, then closed."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _rate(returns: np.ndarray, frames: np.ndarray) -> float:
     return float(returns.sum() / max(frames.sum(), 1) * PER_FRAMES)
 
@@ -126,11 +148,7 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
         f"in {cfg.eval_episodes} real games"
     )
     with tracking.stage_run("controller", params, description=description) as run_id:
-        world_run = world_checkpoint.get("mlflow_run_id")
-        world_uri = tracking.model_uri_for_run(tracking.DYNAMICS_MODEL, world_run)
-        lineage = {"game": cfg.game, "world_model.checkpoint": str(model_path)}
-        lineage |= {"world_model.run_id": world_run} if world_run else {}
-        lineage |= {"world_model.model_uri": world_uri} if world_uri else {}
+        lineage = world_model_lineage(cfg.game, model_path, world_checkpoint)
         tracking.set_tags(lineage)
         started = time.perf_counter()
         with progress_bar(cfg.generations, "controller generations", "gen", progress) as bar:
@@ -362,8 +380,4 @@ def plot_returns(curve: list[dict[str, float]], summary: dict, path: Path) -> Pa
     right.set_ylabel("return")
     fig.suptitle(summary["game"].removesuffix("NoFrameskip-v4"))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
