@@ -161,7 +161,11 @@ def test_bad_agent_settings_are_refused_in_one_line(tmp_path):
         ("dreams", 65_536, "dreams × horizon must stay within"),
     ):
         with pytest.raises(UserError, match=fragment):
-            load_params(write_params(tmp_path, {"agent": {key: value, "horizon": 100} if key == "dreams" else {key: value}}))
+            load_params(
+                write_params(
+                    tmp_path, {"agent": {key: value, "horizon": 100} if key == "dreams" else {key: value}}
+                )
+            )
 
 
 def test_agent_stage_learns_in_the_dream_scores_in_the_real_game_and_registers(trained, tmp_path):
@@ -190,8 +194,15 @@ def test_agent_stage_learns_in_the_dream_scores_in_the_real_game_and_registers(t
     # the controller played the same seeded games: its returns are compared game by game
     controller = json.loads(open(params.controller.metrics_file).read())
     assert report["controller_return_mean"] == pytest.approx(np.mean(controller["real_returns"]))
-    assert report["beats_controller"] == (report["real_minus_controller"] - report["real_minus_controller_ci95"] > 0)
-    for key in ("dream_reward_rate", "dream_random_reward_rate", "real_reward_rate", "dream_value_last_update"):
+    assert report["beats_controller"] == (
+        report["real_minus_controller"] - report["real_minus_controller_ci95"] > 0
+    )
+    for key in (
+        "dream_reward_rate",
+        "dream_random_reward_rate",
+        "real_reward_rate",
+        "dream_value_last_update",
+    ):
         assert math.isfinite(report[key]), key
     actor, world_model, checkpoint = ckpt.load_controller(f"{params.agent.out_dir}/agent.pt")
     assert isinstance(actor, Actor) and checkpoint["stage"] == "agent" and checkpoint["game"] == GAME
@@ -251,4 +262,7 @@ def test_a_lost_life_ends_a_dream_and_is_learnt_from_the_recorded_ram(trained, t
         assert bool((rollout["continues"] < 1e-6).all()) is ends
     plain = imagine(batch, actor, starts, torch.Generator().manual_seed(0))
     assert torch.allclose(rollout["continues"], plain["continues"])  # a head that never fires changes nothing
-    assert fit_life_loss(batch, load_params(write_params(tmp_path / "off", {**raw, "agent": {**raw["agent"], "life_loss": False}}))) == (None, {})
+    assert fit_life_loss(
+        batch,
+        load_params(write_params(tmp_path / "off", {**raw, "agent": {**raw["agent"], "life_loss": False}})),
+    ) == (None, {})

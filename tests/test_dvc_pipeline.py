@@ -47,7 +47,11 @@ TINY = {
 def in_pipeline_order(stages: list[str]) -> bool:
     """Every stage after the stages it depends on (evaluate, dream and controller may interleave)."""
     chain = [s for s in stages if s in ("collect", "vae", "dynamics")]
-    agent_last = "agent" not in stages or "controller" not in stages or stages.index("agent") > stages.index("controller")
+    agent_last = (
+        "agent" not in stages
+        or "controller" not in stages
+        or stages.index("agent") > stages.index("controller")
+    )
     return (
         chain == sorted(chain, key=["collect", "vae", "dynamics"].index)
         and all(stages.index(s) > stages.index("dynamics") for s in stages if s not in chain)
@@ -156,7 +160,9 @@ def test_second_repro_runs_nothing(project):
 def test_changing_a_key_reruns_only_the_stages_that_read_it(project):
     set_param(project, "dynamics", "hidden_size", 16)
     stages = ran(sh("dvc", "repro", cwd=project).stdout)
-    assert sorted(stages) == ["agent", "controller", "dream", "dynamics", "evaluate"] and in_pipeline_order(stages)
+    assert sorted(stages) == ["agent", "controller", "dream", "dynamics", "evaluate"] and in_pipeline_order(
+        stages
+    )
     set_param(project, "agent", "updates", 1)
     assert ran(sh("dvc", "repro", cwd=project).stdout) == ["agent"]
     set_param(project, "dream", "steps", 5)

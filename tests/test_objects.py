@@ -4,7 +4,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from arcadedreamer.data.objects import GAMES, LIVES_ADDRESS, ObjectBoxes, box_coverage, lives_lost, object_boxes
+from arcadedreamer.data.objects import (
+    GAMES,
+    LIVES_ADDRESS,
+    ObjectBoxes,
+    box_coverage,
+    lives_lost,
+    object_boxes,
+)
 from arcadedreamer.data.preprocessing import preprocess_frame
 from arcadedreamer.evaluation.objects import (
     FAINT,
@@ -574,5 +581,12 @@ def test_a_life_is_lost_where_the_counter_falls_within_an_episode():
     ram = np.zeros((6, 128), dtype=np.uint8)
     ram[:, 57] = [5, 5, 4, 4, 5, 3]  # a new episode starts at row 4, with 5 lives again
     ends = np.array([False, False, False, True, False, True])
-    assert lives_lost("BreakoutNoFrameskip-v4", ram, ends).tolist() == [False, True, False, False, True, False]
+    assert lives_lost("BreakoutNoFrameskip-v4", ram, ends).tolist() == [
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
     assert lives_lost("PongNoFrameskip-v4", ram, ends) is None

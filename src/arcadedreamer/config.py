@@ -424,17 +424,29 @@ class AgentConfig(_Section):
     scored in the real game beside the random policy, the held actions and the controller."""
 
     game: str = Field("BreakoutNoFrameskip-v4", description="The game the agent learns.")
-    updates: int = Field(600, gt=0, le=1_000_000, description="Actor and critic updates, one imagined batch each.")
-    dreams: int = Field(256, ge=2, le=MAX_DREAMS, description="Dreams imagined per update, each from a real context.")
+    updates: int = Field(
+        600, gt=0, le=1_000_000, description="Actor and critic updates, one imagined batch each."
+    )
+    dreams: int = Field(
+        256, ge=2, le=MAX_DREAMS, description="Dreams imagined per update, each from a real context."
+    )
     horizon: int = Field(
-        60, ge=2, le=MAX_DREAM_STEPS, description="Imagined steps (frames) per dream; the critic values the rest."
+        60,
+        ge=2,
+        le=MAX_DREAM_STEPS,
+        description="Imagined steps (frames) per dream; the critic values the rest.",
     )
     discount: float = Field(0.995, gt=0, le=1, description="γ per frame: 0.995 looks about 200 frames ahead.")
     return_lambda: float = Field(0.95, ge=0, le=1, description="λ of the λ-returns (DreamerV3: 0.95).")
     entropy_scale: float = Field(
-        3e-4, ge=0, le=10, description="Entropy bonus of the actor's loss (DreamerV3: 3e-4 on normalised returns)."
+        3e-4,
+        ge=0,
+        le=10,
+        description="Entropy bonus of the actor's loss (DreamerV3: 3e-4 on normalised returns).",
     )
-    units: int = Field(256, gt=0, le=MAX_WIDTH, description="Width of the actor's and critic's hidden layers.")
+    units: int = Field(
+        256, gt=0, le=MAX_WIDTH, description="Width of the actor's and critic's hidden layers."
+    )
     layers: int = Field(2, gt=0, le=16, description="Hidden layers of the actor and of the critic.")
     actor_lr: float = Field(1e-4, gt=0, le=1, description="Adam's learning rate for the actor.")
     critic_lr: float = Field(3e-4, gt=0, le=1, description="Adam's learning rate for the critic.")
@@ -449,7 +461,10 @@ class AgentConfig(_Section):
         True, description="A life lost (a head fitted on the recorded RAM's lives counter) ends a dream."
     )
     epsilon: float = Field(
-        0.05, ge=0, le=1, description="In the real game, each frame a uniformly random action instead (as DQN)."
+        0.05,
+        ge=0,
+        le=1,
+        description="In the real game, each frame a uniformly random action instead (as DQN).",
     )
     contexts: Literal["training", "heldout"] = Field(
         "training", description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."
@@ -459,14 +474,19 @@ class AgentConfig(_Section):
         20_000, gt=0, le=MAX_FRAMES, description="A real episode is cut (truncated) after this many frames."
     )
     eval_seed: int = Field(
-        2_000_000, ge=0, le=MAX_SEED, description="Real episode i is reset with eval_seed + i (the controller's)."
+        2_000_000,
+        ge=0,
+        le=MAX_SEED,
+        description="Real episode i is reset with eval_seed + i (the controller's).",
     )
     constant_baselines: bool = Field(
         True, description="Also play each of the game's actions held every frame (with ε) in the real game."
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seeds the networks, the contexts and the actions.")
     out_dir: PathStr = Field("checkpoints/agent", description="Where agent.pt and returns.png are written.")
-    metrics_file: PathStr = Field("metrics/agent.json", description="The agent stage's report (a DVC metric).")
+    metrics_file: PathStr = Field(
+        "metrics/agent.json", description="The agent stage's report (a DVC metric)."
+    )
 
     @field_validator("game")
     @classmethod

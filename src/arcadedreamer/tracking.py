@@ -37,7 +37,12 @@ VAE_MODEL = "arcadedreamer-vae"
 DYNAMICS_MODEL = "arcadedreamer-dynamics"
 CONTROLLER_MODEL = "arcadedreamer-controller"
 AGENT_MODEL = "arcadedreamer-agent"
-ARTIFACT_NAMES = {VAE_MODEL: "vae", DYNAMICS_MODEL: "world_model", CONTROLLER_MODEL: "controller", AGENT_MODEL: "agent"}
+ARTIFACT_NAMES = {
+    VAE_MODEL: "vae",
+    DYNAMICS_MODEL: "world_model",
+    CONTROLLER_MODEL: "controller",
+    AGENT_MODEL: "agent",
+}
 _REGISTRY_CODE = Path(__file__).with_name("registry_model.py")
 
 

@@ -117,7 +117,9 @@ def fit_life_loss(batch: DreamBatch, params: Params) -> tuple[LifeLossHead | Non
     held_out = torch.from_numpy(ids >= episodes - max(1, episodes // 10))  # the last tenth, at least one
     report = {"life_losses": int(labels.sum()), "life_loss_steps": len(labels)}
     if labels[~held_out].sum() < 1 or labels[held_out].sum() < 1:
-        print(f"agent: {report['life_losses']} lives lost in the recording: too few to learn when a dream ends")
+        print(
+            f"agent: {report['life_losses']} lives lost in the recording: too few to learn when a dream ends"
+        )
         return None, report
     torch.manual_seed(cfg.seed)
     head = LifeLossHead(batch.model.dynamics.hidden_size)
@@ -154,7 +156,9 @@ class Learner:
         cfg, features = self.cfg, rollout["features"]
         with torch.no_grad():
             bootstrap = self.slow_critic(features)  # (T + 1, B)
-        targets = lambda_returns(rollout["rewards"], rollout["continues"], bootstrap, cfg.discount, cfg.return_lambda)
+        targets = lambda_returns(
+            rollout["rewards"], rollout["continues"], bootstrap, cfg.discount, cfg.return_lambda
+        )
         weights = step_weights(rollout["continues"], cfg.discount)
         values = self.critic(features[:-1])  # (T, B)
         value_loss = critic_loss(values, targets, weights)
@@ -173,7 +177,9 @@ class Learner:
         update_slow(self.slow_critic, self.critic, cfg.slow_critic_fraction)
         losses = {"actor_loss": policy_loss.item(), "critic_loss": value_loss.item()}
         if not all(np.isfinite(list(losses.values()))):
-            raise UserError("agent: a loss is not finite; lower agent.actor_lr / agent.critic_lr or retrain the world model")
+            raise UserError(
+                "agent: a loss is not finite; lower agent.actor_lr / agent.critic_lr or retrain the world model"
+            )
         return {
             **losses,
             "entropy": entropy.item(),
@@ -186,7 +192,9 @@ class Learner:
 def train_agent(params: Params, model_path: str | Path | None = None, progress: bool = True) -> dict:
     cfg = params.agent
     model_path = Path(model_path) if model_path else ckpt.final_checkpoint_path(params, "dynamics")
-    batch, _ = open_dream(cfg.game, model_path, params, "latent_and_state", cfg.horizon, cfg.contexts, cfg.dreams)
+    batch, _ = open_dream(
+        cfg.game, model_path, params, "latent_and_state", cfg.horizon, cfg.contexts, cfg.dreams
+    )
     world_checkpoint = ckpt.load_checkpoint(model_path, stage="dynamics")
     latent_dim, state_size = batch.model.vae.latent_dim, batch.model.dynamics.hidden_size
     learner = Learner(params, latent_dim, state_size, len(batch.action_ids))
@@ -232,7 +240,10 @@ def train_agent(params: Params, model_path: str | Path | None = None, progress: 
         if params.tracking.register_models:
             data = {"data_hash": str(world_checkpoint.get("data_hash", ""))}
             version = tracking.register_checkpoint(
-                tracking.AGENT_MODEL, Path(cfg.out_dir) / "agent.pt", {**lineage, **data, "run_id": run_id}, description
+                tracking.AGENT_MODEL,
+                Path(cfg.out_dir) / "agent.pt",
+                {**lineage, **data, "run_id": run_id},
+                description,
             )
             summary["registered_version"] = version
             print(f"registered {tracking.AGENT_MODEL} version {version}")
@@ -283,7 +294,12 @@ def controller_returns(params: Params) -> np.ndarray | None:
 
 
 def score_agent(
-    params: Params, batch: DreamBatch, actor: Actor, curve: list[dict[str, float]], train_seconds: float, progress: bool
+    params: Params,
+    batch: DreamBatch,
+    actor: Actor,
+    curve: list[dict[str, float]],
+    train_seconds: float,
+    progress: bool,
 ) -> dict:
     """The agent, the random policy, each held action and the controller in the real game; how
     much the dream flatters the agent (reward per 1 000 frames dreamt over played)."""
@@ -302,9 +318,13 @@ def score_agent(
     )
     started = time.perf_counter()
     real = play_episodes(cfg.game, player.act, label="agent in the real game", **common)
-    real_random = play_episodes(cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common)
+    real_random = play_episodes(
+        cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common
+    )
     constants = (
-        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common) if cfg.constant_baselines else {}
+        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common)
+        if cfg.constant_baselines
+        else {}
     )
     eval_seconds = time.perf_counter() - started
     real_mean, real_ci = mean_and_ci95(real["returns"])
@@ -413,7 +433,12 @@ def plot_agent(curve: list[dict[str, float]], summary: dict, path: Path) -> Path
     left.set_ylabel(f"reward per {PER_FRAMES} dreamt frames")
     left.set_title("In the dream")
     left.legend(fontsize=8)
-    bars = [("agent", "real"), ("random", "random"), ("best held", "best_constant"), ("controller", "controller")]
+    bars = [
+        ("agent", "real"),
+        ("random", "random"),
+        ("best held", "best_constant"),
+        ("controller", "controller"),
+    ]
     shown = [(name, key) for name, key in bars if f"{key}_return_mean" in summary]
     right.bar(
         [name for name, _ in shown],

@@ -231,7 +231,9 @@ def score_controller(
         cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common
     )
     constants = (
-        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common) if cfg.constant_baselines else {}
+        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common)
+        if cfg.constant_baselines
+        else {}
     )
     eval_seconds = time.perf_counter() - started
     real_mean, real_ci = mean_and_ci95(real["returns"])
@@ -296,7 +298,9 @@ def score_controller(
     return summary
 
 
-def constant_baselines(game: str, epsilon: float, seed: int, policy_returns: np.ndarray, common: dict) -> dict:
+def constant_baselines(
+    game: str, epsilon: float, seed: int, policy_returns: np.ndarray, common: dict
+) -> dict:
     """Each of the game's actions held every frame, with the policy's ε, over the same seeded
     episodes; the best of them (highest mean) against the policy's returns."""
     names = minimal_action_names(game)
@@ -304,7 +308,9 @@ def constant_baselines(game: str, epsilon: float, seed: int, policy_returns: np.
     best: tuple[str, np.ndarray] | None = None
     for action_id, name in zip(minimal_action_set(game), names, strict=True):
         policy = constant_policy(action_id, game, epsilon, seed)
-        returns = play_episodes(game, policy, label=f"{name} held (with ε) in the real game", **common)["returns"]
+        returns = play_episodes(game, policy, label=f"{name} held (with ε) in the real game", **common)[
+            "returns"
+        ]
         means[name] = float(returns.mean())
         if best is None or means[name] > best[1].mean():
             best = (name, returns)

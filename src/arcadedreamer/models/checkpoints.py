@@ -203,7 +203,12 @@ def policy_arch(actor: Actor) -> dict[str, int]:
     """An agent's actor: its features and actions, and the width and depth of its layers."""
     first, last = actor.net[0], actor.net[-1]
     layers = sum(isinstance(m, torch.nn.LayerNorm) for m in actor.net)
-    return {"features": first.in_features, "num_actions": last.out_features, "units": first.out_features, "layers": layers}
+    return {
+        "features": first.in_features,
+        "num_actions": last.out_features,
+        "units": first.out_features,
+        "layers": layers,
+    }
 
 
 def policy_from_arch(stage: str, arch: dict[str, int], latent_dim: int) -> LinearController | Actor:
@@ -217,7 +222,9 @@ def policy_from_arch(stage: str, arch: dict[str, int], latent_dim: int) -> Linea
 def controller_problem(checkpoint: dict) -> str | None:
     arch, weights = checkpoint.get("arch"), checkpoint.get("model")
     names = ("features", "num_actions") + (("units", "layers") if checkpoint["stage"] == "agent" else ())
-    if not isinstance(arch, dict) or not all(type(arch.get(k)) is int and 0 < arch[k] <= 65_536 for k in names):
+    if not isinstance(arch, dict) or not all(
+        type(arch.get(k)) is int and 0 < arch[k] <= 65_536 for k in names
+    ):
         return f"'arch' must give positive integers {', '.join(names)}"
     if arch.get("layers", 1) > 16 or arch["num_actions"] > 18:
         return "'arch' gives more layers (16) or actions (18) than a policy has"
@@ -230,7 +237,9 @@ def controller_problem(checkpoint: dict) -> str | None:
         return f"'model' does not hold {policy}'s weights"
     for name, tensor in expected.items():
         if weights[name].shape != tensor.shape:
-            return f"'model.{name}' has shape {tuple(weights[name].shape)}, its arch needs {tuple(tensor.shape)}"
+            return (
+                f"'model.{name}' has shape {tuple(weights[name].shape)}, its arch needs {tuple(tensor.shape)}"
+            )
     actions = checkpoint.get("action_ids")
     if (
         not isinstance(actions, list)
@@ -269,7 +278,9 @@ def load_controller(path: str | Path) -> tuple[LinearController | Actor, WorldMo
         )
     checkpoint = load_checkpoint(path)
     if checkpoint["stage"] not in ("controller", "agent"):
-        raise UserError(f"{path}: is a {checkpoint['stage']} checkpoint, expected a controller or agent checkpoint")
+        raise UserError(
+            f"{path}: is a {checkpoint['stage']} checkpoint, expected a controller or agent checkpoint"
+        )
     world_model = world_model_from_checkpoint(checkpoint["world_model"])
     policy = policy_from_arch(checkpoint["stage"], checkpoint["arch"], world_model.vae.latent_dim)
     policy.load_state_dict(checkpoint["model"])
