@@ -24,8 +24,10 @@ def make_env(game_id: str, full_action_space: bool = True):
     return _gym().make(game_id, full_action_space=full_action_space, repeat_action_probability=0.0)
 
 
+@functools.cache
 def minimal_action_set(game_id: str) -> tuple[int, ...]:
-    """The game's own actions as ALE full-action ids, in the game's order."""
+    """The game's own actions as ALE full-action ids, in the game's order (read once a process:
+    each read opens an emulator, and a stage with its baselines asks a dozen times)."""
     env = _gym().make(game_id)
     try:
         return tuple(int(getattr(a, "value", a)) for a in env.unwrapped.ale.getMinimalActionSet())
