@@ -30,6 +30,10 @@ ALICE, BOB, READER = (
     ("reader", "reader-pass-9e8f7a"),
 )
 SECRETS = [p for _, p in (ADMIN, ALICE, BOB, READER)]
+# Team mode shares the world model: the stages up to the dream (the controller's and the agent's
+# stages log and register the same way, and run in tests/test_dvc_pipeline.py)
+TARGETS = ("evaluate", "dream")
+WORLD_MODEL_STAGES = [s for s in STAGES if s not in ("controller", "agent")]
 
 
 def run(*args, cwd, user=None, env=None, check=True, timeout=600):
@@ -131,17 +135,17 @@ def test_two_people_share_one_server_and_one_remote(server, tmp_path):
     url, remote = server["url"], tmp_path / "remote"
     admin = admin_client(url)
     alice = make_project(tmp_path / "alice", url, remote)
-    first = run("dvc", "repro", cwd=alice, user=ALICE)
-    assert sorted(ran(first.stdout)) == sorted(STAGES) and in_pipeline_order(ran(first.stdout))
+    first = run("dvc", "repro", *TARGETS, cwd=alice, user=ALICE)
+    assert sorted(ran(first.stdout)) == sorted(WORLD_MODEL_STAGES) and in_pipeline_order(ran(first.stdout))
     run("git", "add", "-A", cwd=alice)
     run("git", "commit", "-qm", "tiny pipeline", cwd=alice)
-    run("dvc", "push", "-q", cwd=alice)
+    run("dvc", "push", "-q", "--with-deps", *TARGETS, cwd=alice)
 
     bob = tmp_path / "bob"
     run("git", "clone", "-q", str(alice), str(bob), cwd=tmp_path)
-    run("dvc", "pull", "-q", cwd=bob)
-    assert "up to date" in run("dvc", "status", cwd=bob).stdout
-    again = run("dvc", "repro", cwd=bob, user=BOB)
+    run("dvc", "pull", "-q", "--with-deps", *TARGETS, cwd=bob)
+    assert "up to date" in run("dvc", "status", "--with-deps", *TARGETS, cwd=bob).stdout
+    again = run("dvc", "repro", *TARGETS, cwd=bob, user=BOB)
     assert ran(again.stdout) == [] and "didn't change, skipping" in again.stdout
 
     # Alice created the experiment and the registered models; the admin lets Bob work on them
@@ -152,7 +156,7 @@ def test_two_people_share_one_server_and_one_remote(server, tmp_path):
     # a reader: READ on the registered models, and on the experiment that logged their artifacts
     # (MLflow checks a version's artifacts against that experiment)
     admin.grant_user_permission("reader", "experiment", experiment, "READ")
-    for name in ("arcadedreamer-vae", "arcadedreamer-dynamics", "arcadedreamer-controller"):
+    for name in ("arcadedreamer-vae", "arcadedreamer-dynamics"):
         admin.grant_user_permission("bob", "registered_model", name, "MANAGE")
         admin.grant_user_permission("reader", "registered_model", name, "READ")
     dream = run("arcadedreamer", "dream", "--steps", "3", "--out", "bob.gif", cwd=bob, user=BOB)
@@ -172,7 +176,7 @@ def test_two_people_share_one_server_and_one_remote(server, tmp_path):
 
     # Alice sweeps a 2-point grid through DVC's queue (make sweep): every stage but the dream's
     # comes from the cache
-    run("dvc", "exp", "run", "--queue", "-S", "dream.steps=3,5", cwd=alice, user=ALICE)
+    run("dvc", "exp", "run", "--queue", "-S", "dream.steps=3,5", *TARGETS, cwd=alice, user=ALICE)
     sweep = run("dvc", "exp", "run", "--run-all", "-j", "1", cwd=alice, user=ALICE, timeout=900)
     shown = json.loads(run("dvc", "exp", "show", "--json", cwd=alice).stdout)
     experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
@@ -186,7 +190,7 @@ def test_two_people_share_one_server_and_one_remote(server, tmp_path):
         by_pipeline.setdefault(r.data.tags["pipeline_id"], set()).add(r.data.tags["stage"])
     # Alice's first pipeline, Bob's better one (up to evaluate), and one per grid point (the dream)
     assert sorted(sorted(stages) for stages in by_pipeline.values()) == sorted(
-        [sorted(STAGES[1:]), ["dynamics", "evaluate", "vae"], ["dream"], ["dream"]]
+        [sorted(WORLD_MODEL_STAGES[1:]), ["dynamics", "evaluate", "vae"], ["dream"], ["dream"]]
     ), by_pipeline
     outputs = (first, again, better, dream, sweep)
     texts = [out.stdout + out.stderr for out in outputs] + [(server["root"] / "server.log").read_text()]
