@@ -26,7 +26,13 @@ CLI = [sys.executable, "-m", "arcadedreamer"]
 
 # The longest files (minutes each) start first, so that under `make test`'s two xdist workers
 # (one file per worker) the short ones fill in beside them and both workers finish together.
-LONGEST_FIRST = ("test_team.py", "test_training.py", "test_dvc_pipeline.py", "test_distributed.py")
+LONGEST_FIRST = (
+    "test_team.py",
+    "test_dvc_pipeline.py",
+    "test_robustness.py",
+    "test_training.py",
+    "test_distributed.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
