@@ -8,8 +8,10 @@ export PATH := $(BIN):$(PATH)
 # The CPU build of torch 2.13.0 (on this machine it lies on disk); on a GPU machine pass
 # e.g. TORCH_SPEC="torch==2.13.0" with the CUDA index, any torch in pyproject's range works.
 TORCH_SPEC ?= torch==2.13.0
-# two workers (one per core here), each test file on one worker: its module fixtures start once
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# two workers (one per core here), each test file on one worker: its module fixtures start once;
+# the files in tests/conftest.py's order, longest first (xdist would start the files with the
+# most tests first, and leave the few long ones for the end)
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 # The CPU-sized setting of `make quickstart`: one game (GAME=…), 50 000 frames, short training
 # (docs/results.md). `make quickstart-long` trains 4x longer; it has not been timed end to end.

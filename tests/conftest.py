@@ -25,7 +25,9 @@ CLI = [sys.executable, "-m", "arcadedreamer"]
 
 
 # The longest files (minutes each) start first, so that under `make test`'s two xdist workers
-# (one file per worker) the short ones fill in beside them and both workers finish together.
+# (one file per worker) the short ones fill in beside them and both workers finish together
+# (`--no-loadscope-reorder` in the Makefile keeps this order: by default xdist starts the files
+# with the most tests first, which put the three-test team file, the longest, last).
 LONGEST_FIRST = (
     "test_team.py",
     "test_dvc_pipeline.py",
