@@ -64,7 +64,7 @@ def test_vae_overfits_one_batch():
     first = vae_loss(batch, vae.decoder.logits(vae.encode(batch)), *vae.encoder(batch), beta=1e-4)[
         "loss_recon"
     ].item()
-    for _ in range(150):
+    for _ in range(80):  # the error falls ~90-fold by step 75 (10-fold asked)
         losses = vae.compute_loss(batch, beta=1e-4)
         opt.zero_grad()
         losses["loss"].backward()
@@ -85,7 +85,7 @@ def test_summed_loss_keeps_the_latent_informative_and_beats_the_mean_frame():
     vae.set_frame_statistics(train.mean(dim=(0, 1)))
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    for _ in range(10):  # 160 steps, ~13 s on 2 CPU cores
+    for _ in range(6):  # 96 steps: +17 dB over the mean frame here (5 asked), +6 dB after 64
         for idx in torch.randperm(256, generator=g).split(16):
             losses = vae.compute_loss(train[idx], beta=1e-4)
             opt.zero_grad()
