@@ -496,17 +496,6 @@ def _exit_without_teardown() -> None:
     torch's and MLflow's modules takes about 2 s of every command (a third of a short one), and
     by now every thread has been joined, MLflow's queues flushed by their own exit handlers, and
     every file written and closed."""
-    import resource as _r
-    import time as _t
-
-    _u = _r.getrusage(_r.RUSAGE_SELF)
-    import psutil as _ps
-
-    _ct = _ps.Process().create_time()
-    _ch = _r.getrusage(_r.RUSAGE_CHILDREN)
-    open("/tmp/cli_times.log", "a").write(
-        f"{_t.time() - _ct:.2f} {_u.ru_utime + _u.ru_stime:.2f} {_ch.ru_utime + _ch.ru_stime:.2f} {_exit_code} {' '.join(sys.argv[1:4])}\n"
-    )
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
