@@ -25,8 +25,8 @@ import torch
 from arcadedreamer import tracking
 from arcadedreamer.config import Params
 from arcadedreamer.control.dream_env import DreamBatch, open_dream
-from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play_episodes, random_policy
-from arcadedreamer.control.train import PER_FRAMES, constant_baselines, save_figure, world_model_lineage
+from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95
+from arcadedreamer.control.train import PER_FRAMES, real_games, reward_rate, save_figure, world_model_lineage
 from arcadedreamer.data.objects import lives_lost
 from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices
 from arcadedreamer.data.storage import RECOLLECT, REGENERATE_HELDOUT, load_game_data
@@ -308,38 +308,11 @@ def score_agent(
     dreamt = dream_rate(batch, actor, starts, cfg.seed)
     dreamt_random = dream_rate(batch, None, starts, cfg.seed)
     player = Agent(actor, batch.model, tuple(batch.action_ids.tolist()), "sample", cfg.seed, cfg.epsilon)
-    common = dict(
-        episodes=cfg.eval_episodes,
-        seed=cfg.eval_seed,
-        max_frames=cfg.eval_max_frames,
-        stack_size=params.data.stack_size,
-        frame_size=params.data.frame_size,
-        progress=progress,
-    )
-    started = time.perf_counter()
-    real = play_episodes(cfg.game, player.act, label="agent in the real game", **common)
-    real_random = play_episodes(
-        cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common
-    )
-    constants = (
-        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common)
-        if cfg.constant_baselines
-        else {}
-    )
-    eval_seconds = time.perf_counter() - started
-    real_mean, real_ci = mean_and_ci95(real["returns"])
-    random_mean, random_ci = mean_and_ci95(real_random["returns"])
-    difference, difference_ci = difference_ci95(real["returns"], real_random["returns"])
-    played = float(real["returns"].sum() / max(real["frames"].sum(), 1) * PER_FRAMES)
+    real, _, scores = real_games(params, cfg, player.act, "agent", progress)
+    played = reward_rate(real["returns"], real["frames"])
     summary = {
         "game": cfg.game,
-        "real_return_mean": real_mean,
-        "real_return_ci95": real_ci,
-        "random_return_mean": random_mean,
-        "random_return_ci95": random_ci,
-        "real_minus_random": difference,
-        "real_minus_random_ci95": difference_ci,
-        "beats_random": bool(difference - difference_ci > 0),
+        **scores,
         "dream_reward_rate": dreamt,
         "dream_random_reward_rate": dreamt_random,
         "real_reward_rate": played,
@@ -347,16 +320,7 @@ def score_agent(
         "dream_real_ratio": dreamt / played if played > 0 else float("nan"),
         "dream_value_first_update": curve[0]["dream_value"],
         "dream_value_last_update": curve[-1]["dream_value"],
-        **constants,
-        "real_frames_mean": float(real["frames"].mean()),
-        "real_game_overs": int(real["game_over"].sum()),
-        "epsilon": cfg.epsilon,
-        "eval_episodes": cfg.eval_episodes,
-        "eval_max_frames": cfg.eval_max_frames,
         "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "real_returns": real["returns"].tolist(),
-        "random_returns": real_random["returns"].tolist(),
     }
     controller = controller_returns(params)
     if controller is not None:
@@ -371,7 +335,8 @@ def score_agent(
         }
     verdict = "beats" if summary["beats_random"] else "does not beat"
     print(
-        f"agent in the real game: {real_mean:+.2f} ± {real_ci:.2f} vs random {random_mean:+.2f} ± {random_ci:.2f} "
+        f"agent in the real game: {summary['real_return_mean']:+.2f} ± {summary['real_return_ci95']:.2f} vs "
+        f"random {summary['random_return_mean']:+.2f} ± {summary['random_return_ci95']:.2f} "
         f"over {cfg.eval_episodes} episodes (it {verdict} random); reward per {PER_FRAMES} frames in the dream "
         f"{dreamt:+.2f}, in the real game {played:+.2f}"
     )

@@ -117,8 +117,57 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def _rate(returns: np.ndarray, frames: np.ndarray) -> float:
+def reward_rate(returns: np.ndarray, frames: np.ndarray) -> float:
+    """Reward per PER_FRAMES frames over a set of games (dreamt or played)."""
     return float(returns.sum() / max(frames.sum(), 1) * PER_FRAMES)
+
+
+def real_games(params: Params, cfg, act, label: str, progress: bool) -> tuple[dict, dict, dict]:
+    """A policy (`act`), the random policy and, when `cfg.constant_baselines`, each held action
+    over the same seeded real games of `cfg.game`; `cfg` is the controller's or the agent's
+    section (the same real-game keys). Returns the policy's and random's episodes and the
+    scores both stages report: means, Welch's 95% intervals, the held actions, the seconds."""
+    common = dict(
+        episodes=cfg.eval_episodes,
+        seed=cfg.eval_seed,
+        max_frames=cfg.eval_max_frames,
+        stack_size=params.data.stack_size,
+        frame_size=params.data.frame_size,
+        progress=progress,
+    )
+    started = time.perf_counter()
+    real = play_episodes(cfg.game, act, label=f"{label} in the real game", **common)
+    real_random = play_episodes(
+        cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common
+    )
+    constants = (
+        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common)
+        if cfg.constant_baselines
+        else {}
+    )
+    eval_seconds = time.perf_counter() - started
+    real_mean, real_ci = mean_and_ci95(real["returns"])
+    random_mean, random_ci = mean_and_ci95(real_random["returns"])
+    difference, difference_ci = difference_ci95(real["returns"], real_random["returns"])
+    scores = {
+        "real_return_mean": real_mean,
+        "real_return_ci95": real_ci,
+        "random_return_mean": random_mean,
+        "random_return_ci95": random_ci,
+        "real_minus_random": difference,
+        "real_minus_random_ci95": difference_ci,
+        "beats_random": bool(difference - difference_ci > 0),
+        **constants,
+        "real_frames_mean": float(real["frames"].mean()),
+        "real_game_overs": int(real["game_over"].sum()),
+        "epsilon": cfg.epsilon,
+        "eval_episodes": cfg.eval_episodes,
+        "eval_max_frames": cfg.eval_max_frames,
+        "eval_seconds": eval_seconds,
+        "real_returns": real["returns"].tolist(),
+        "random_returns": real_random["returns"].tolist(),
+    }
+    return real, real_random, scores
 
 
 def train_controller(params: Params, model_path: str | Path | None = None, progress: bool = True) -> dict:
@@ -217,34 +266,13 @@ def score_controller(
     agent = Agent(
         controller, batch.model, tuple(batch.action_ids.tolist()), cfg.action_choice, cfg.seed, cfg.epsilon
     )
-    common = dict(
-        episodes=cfg.eval_episodes,
-        seed=cfg.eval_seed,
-        max_frames=cfg.eval_max_frames,
-        stack_size=params.data.stack_size,
-        frame_size=params.data.frame_size,
-        progress=progress,
-    )
-    started = time.perf_counter()
-    real = play_episodes(cfg.game, agent.act, label="controller in the real game", **common)
-    real_random = play_episodes(
-        cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common
-    )
-    constants = (
-        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common)
-        if cfg.constant_baselines
-        else {}
-    )
-    eval_seconds = time.perf_counter() - started
-    real_mean, real_ci = mean_and_ci95(real["returns"])
-    random_mean, random_ci = mean_and_ci95(real_random["returns"])
-    difference, difference_ci = difference_ci95(real["returns"], real_random["returns"])
+    real, real_random, scores = real_games(params, cfg, agent.act, "controller", progress)
     longer, longer_ci = difference_ci95(real["frames"], real_random["frames"])  # frames a game lasts
     rates = {
-        "dream_reward_rate": _rate(dream["returns"], dream["frames"]),
-        "dream_random_reward_rate": _rate(dream_random["returns"], dream_random["frames"]),
-        "real_reward_rate": _rate(real["returns"], real["frames"]),
-        "random_reward_rate": _rate(real_random["returns"], real_random["frames"]),
+        "dream_reward_rate": reward_rate(dream["returns"], dream["frames"]),
+        "dream_random_reward_rate": reward_rate(dream_random["returns"], dream_random["frames"]),
+        "real_reward_rate": reward_rate(real["returns"], real["frames"]),
+        "random_reward_rate": reward_rate(real_random["returns"], real_random["frames"]),
     }
     summary = {
         "game": cfg.game,
@@ -252,32 +280,20 @@ def score_controller(
         "dream_random_return_mean": float(dream_random["returns"].mean()),
         "dream_return_first_generation": curve[0]["population_dream_return"],
         "dream_return_last_generation": curve[-1]["population_dream_return"],
-        "real_return_mean": real_mean,
-        "real_return_ci95": real_ci,
-        "random_return_mean": random_mean,
-        "random_return_ci95": random_ci,
-        "real_minus_random": difference,
-        "real_minus_random_ci95": difference_ci,
-        "beats_random": bool(difference - difference_ci > 0),
+        **scores,
         **rates,
         # how much the dream flatters a policy: its reward per 1 000 frames dreamt minus played
         "dream_real_gap": rates["dream_reward_rate"] - rates["real_reward_rate"],
         "dream_real_gap_random": rates["dream_random_reward_rate"] - rates["random_reward_rate"],
-        **constants,
-        "real_frames_mean": float(real["frames"].mean()),
         "random_frames_mean": float(real_random["frames"].mean()),
         "real_minus_random_frames": longer,
         "real_minus_random_frames_ci95": longer_ci,
-        "real_game_overs": int(real["game_over"].sum()),
         "random_game_overs": int(real_random["game_over"].sum()),
-        "epsilon": cfg.epsilon,
-        "eval_episodes": cfg.eval_episodes,
-        "eval_max_frames": cfg.eval_max_frames,
         "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "real_returns": real["returns"].tolist(),
-        "random_returns": real_random["returns"].tolist(),
     }
+    real_mean, real_ci = scores["real_return_mean"], scores["real_return_ci95"]
+    random_mean, random_ci = scores["random_return_mean"], scores["random_return_ci95"]
+    difference, difference_ci = scores["real_minus_random"], scores["real_minus_random_ci95"]
     verdict = "beats" if summary["beats_random"] else "does not beat"
     print(
         f"controller in the real game: {real_mean:+.2f} ± {real_ci:.2f} vs random {random_mean:+.2f} ± "
@@ -287,13 +303,13 @@ def score_controller(
         f"last {real['frames'].mean():.0f} frames, random's {real_random['frames'].mean():.0f} "
         f"(difference {longer:+.0f} ± {longer_ci:.0f})"
     )
-    if constants:
-        verdict = "beats" if constants["beats_best_constant"] else "does not beat"
+    if "best_constant_action" in summary:
+        verdict = "beats" if summary["beats_best_constant"] else "does not beat"
         print(
-            f"the best action held every frame (with ε), {constants['best_constant_action']}: "
-            f"{constants['best_constant_return_mean']:+.2f} ± {constants['best_constant_return_ci95']:.2f} "
-            f"(controller minus it {constants['real_minus_best_constant']:+.2f} ± "
-            f"{constants['real_minus_best_constant_ci95']:.2f}: it {verdict} it)"
+            f"the best action held every frame (with ε), {summary['best_constant_action']}: "
+            f"{summary['best_constant_return_mean']:+.2f} ± {summary['best_constant_return_ci95']:.2f} "
+            f"(controller minus it {summary['real_minus_best_constant']:+.2f} ± "
+            f"{summary['real_minus_best_constant_ci95']:.2f}: it {verdict} it)"
         )
     return summary
 
