@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,19 +22,32 @@ from arcadedreamer.config import load_params  # noqa: E402
 os.environ["GIT_PYTHON_REFRESH"] = "quiet"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# the real console entry point in a fresh interpreter: for tests that signal a command or look at
+# its children (the pid they hold must be the command's own)
 CLI = [sys.executable, "-m", "arcadedreamer"]
+# `arcadedreamer` forked from tests/forkserver.py's server (the imports paid once a worker); also
+# first on PATH, so the commands `dvc repro` runs are forked too
+FORKED_CLI = [str(PROJECT_ROOT / "tests/bin/arcadedreamer")]
 
 
-# The longest files (minutes each) start first, so that under `make test`'s two xdist workers
-# (one file per worker) the short ones fill in beside them and both workers finish together
-# (`--no-loadscope-reorder` in the Makefile keeps this order: by default xdist starts the files
-# with the most tests first, which put the three-test team file, the longest, last).
+# The files in the order of their measured durations, longest first, so that under `make test`'s
+# two xdist workers (one file per worker) the short ones fill in beside the long ones and both
+# workers finish together (`--no-loadscope-reorder` in the Makefile keeps this order: by default
+# xdist starts the files with the most tests first, which put the three-test team file, the
+# longest, last). Files not named run after these.
 LONGEST_FIRST = (
     "test_team.py",
-    "test_dvc_pipeline.py",
-    "test_robustness.py",
     "test_training.py",
+    "test_robustness.py",
     "test_distributed.py",
+    "test_dvc_pipeline.py",
+    "test_mlflow_ui.py",
+    "test_evaluation.py",
+    "test_models.py",
+    "test_control.py",
+    "test_structure.py",
+    "test_agent.py",
+    "test_hardening.py",
 )
 
 
@@ -161,11 +175,51 @@ def write_params(root: Path, params: dict) -> Path:
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
-    """The real console entry point in a subprocess: exit code, stdout, stderr."""
+    """The real console entry point in a process of its own: exit code, stdout, stderr."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
     return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+        [*FORKED_CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cli_fork_server(tmp_path_factory):
+    """One fork server a worker (tests/forkserver.py) while the session runs; without it
+    (ARCADEDREAMER_TEST_FORKSERVER=0) every command starts a fresh interpreter."""
+    import shutil
+    import tempfile
+
+    saved = {
+        key: os.environ.get(key) for key in ("PATH", "ARCADEDREAMER_FORKSERVER", "ARCADEDREAMER_TEST_PYTHON")
+    }
+    os.environ["ARCADEDREAMER_TEST_PYTHON"] = sys.executable
+    # the forked `arcadedreamer` first, then the environment's own tools (dvc, mlflow)
+    os.environ["PATH"] = os.pathsep.join(
+        [str(PROJECT_ROOT / "tests/bin"), str(Path(sys.executable).parent), saved["PATH"]]
+    )
+    server, folder = None, None
+    if os.environ.get("ARCADEDREAMER_TEST_FORKSERVER", "1") != "0":
+        folder = Path(tempfile.mkdtemp(prefix="arcadedreamer-fork-"))  # short: a socket path is < 108 bytes
+        log = open(folder / "server.log", "w")  # noqa: SIM115 (open for the server's lifetime)
+        server = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "tests/forkserver.py"), "serve", str(folder / "socket")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        os.environ["ARCADEDREAMER_FORKSERVER"] = str(folder / "socket")
+        while not (folder / "socket").exists():  # bound before its imports: a moment
+            assert server.poll() is None, (folder / "server.log").read_text()
+            time.sleep(0.01)
+    yield server
+    if server is not None:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

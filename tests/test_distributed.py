@@ -7,14 +7,12 @@ import sys
 
 import mlflow
 
-from conftest import stage_runs, tiny_params_dict, write_params
+from conftest import FORKED_CLI, stage_runs, tiny_params_dict, write_params
 
 
 def run(args, cwd):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
-    )
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
 def curve(root, metric):
@@ -39,10 +37,20 @@ def single_and_ddp(trained, tmp_path, stage: str, epochs: int, extra: list[str],
         raw["training"].update(training or {})
         raw["tracking"]["register_models"] = False
         roots[name] = (root, write_params(root, raw))
-    command = ["-m", "arcadedreamer", "train", "--stage", stage, *extra]
+    # `arcadedreamer` as the tests run it (forked: tests/forkserver.py), alone and as torchrun's
+    # two workers (--no-python: torchrun starts the command itself, with RANK etc. in its environment)
+    command = [*FORKED_CLI, "train", "--stage", stage, *extra]
     single = run([*command, "--params", str(roots["single"][1])], tmp_path)
     assert single.returncode == 0, single.stderr
-    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+    ]
     ddp = run([*torchrun, *command, "--params", str(roots["ddp"][1])], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     return {name: root for name, (root, _) in roots.items()}

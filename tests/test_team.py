@@ -38,7 +38,6 @@ WORLD_MODEL_STAGES = [s for s in STAGES if s not in ("controller", "agent")]
 
 def run(*args, cwd, user=None, env=None, check=True, timeout=600):
     full = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     if user:
         full["MLFLOW_TRACKING_USERNAME"], full["MLFLOW_TRACKING_PASSWORD"] = user
     full.update(env or {})
