@@ -135,12 +135,14 @@ quickstart-summary:
 ui: install mlflow.db ## The MLflow UI, opened on the training runs (PORT=5000, HOST=127.0.0.1; one worker, ~0.6 GB)
 	arcadedreamer ui --port $${PORT:-5000} --host $${HOST:-127.0.0.1}
 
-# Team mode (README): one MLflow server on PostgreSQL for everyone, artifacts proxied through it.
+# Team mode (README): one MLflow server on PostgreSQL for everyone, artifacts proxied through it;
+# without MLflow's job runner (GenAI jobs this project never submits: seven more processes)
 MLFLOW_PORT ?= 5000
 server: install ## Team mode: MLflow server on PostgreSQL (MLFLOW_BACKEND_URI=postgresql://…; AUTH=1: basic auth)
 	@test -n "$$MLFLOW_BACKEND_URI" || { echo "error: set MLFLOW_BACKEND_URI=postgresql://user:password@host:5432/mlflow (make postgres starts a local one)" >&2; exit 2; }
 	@test -z "$$AUTH" || test -n "$$MLFLOW_FLASK_SERVER_SECRET_KEY" || { echo "error: AUTH=1 needs MLFLOW_FLASK_SERVER_SECRET_KEY (any long random string, the same on every restart)" >&2; exit 2; }
-	MLFLOW_AUTH_CONFIG_PATH=$${MLFLOW_AUTH_CONFIG_PATH:-$(CURDIR)/tools/basic_auth.ini} mlflow server \
+	MLFLOW_AUTH_CONFIG_PATH=$${MLFLOW_AUTH_CONFIG_PATH:-$(CURDIR)/tools/basic_auth.ini} \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} mlflow server \
 		--backend-store-uri "$$MLFLOW_BACKEND_URI" --artifacts-destination "$${MLFLOW_ARTIFACTS:-$(CURDIR)/mlartifacts}" \
 		--host $${HOST:-127.0.0.1} --port $(MLFLOW_PORT) $${AUTH:+--app-name basic-auth}
 

@@ -74,7 +74,8 @@ def server(tmp_path_factory):
         config.write(out)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_AUTH_CONFIG_PATH=str(auth), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
-               MLFLOW_FLASK_SERVER_SECRET_KEY="team-test-secret", PATH=f"{Path(sys.executable).parent}:{env['PATH']}")  # fmt: skip
+               MLFLOW_FLASK_SERVER_SECRET_KEY="team-test-secret", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+               PATH=f"{Path(sys.executable).parent}:{env['PATH']}")  # fmt: skip
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination",
