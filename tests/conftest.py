@@ -28,6 +28,8 @@ CLI = [sys.executable, "-m", "arcadedreamer"]
 # `arcadedreamer` forked from tests/forkserver.py's server (the imports paid once a worker); also
 # first on PATH, so the commands `dvc repro` runs are forked too
 FORKED_CLI = [str(PROJECT_ROOT / "tests/bin/arcadedreamer")]
+_FORK_SERVER = pytest.StashKey[tuple]()
+_SAVED_ENV = pytest.StashKey[dict]()
 
 
 # The files in the order of their measured durations, longest first, so that under `make test`'s
@@ -182,40 +184,47 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     )
 
 
-@pytest.fixture(scope="session", autouse=True)
-def cli_fork_server(tmp_path_factory):
-    """One fork server a worker (tests/forkserver.py) while the session runs; without it
+_FORK_ENV = ("PATH", "ARCADEDREAMER_FORKSERVER", "ARCADEDREAMER_TEST_PYTHON")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One fork server for the whole run (tests/forkserver.py), started by pytest's main process
+    before xdist starts its workers, which inherit its address; without it
     (ARCADEDREAMER_TEST_FORKSERVER=0) every command starts a fresh interpreter."""
-    import shutil
     import tempfile
 
-    saved = {
-        key: os.environ.get(key) for key in ("PATH", "ARCADEDREAMER_FORKSERVER", "ARCADEDREAMER_TEST_PYTHON")
-    }
+    if hasattr(config, "workerinput"):  # an xdist worker: the main process set it all up
+        return
+    config.stash[_SAVED_ENV] = {key: os.environ.get(key) for key in _FORK_ENV}
     os.environ["ARCADEDREAMER_TEST_PYTHON"] = sys.executable
     # the forked `arcadedreamer` first, then the environment's own tools (dvc, mlflow)
     os.environ["PATH"] = os.pathsep.join(
-        [str(PROJECT_ROOT / "tests/bin"), str(Path(sys.executable).parent), saved["PATH"]]
+        [str(PROJECT_ROOT / "tests/bin"), str(Path(sys.executable).parent), os.environ["PATH"]]
     )
-    server, folder = None, None
-    if os.environ.get("ARCADEDREAMER_TEST_FORKSERVER", "1") != "0":
-        folder = Path(tempfile.mkdtemp(prefix="arcadedreamer-fork-"))  # short: a socket path is < 108 bytes
-        log = open(folder / "server.log", "w")  # noqa: SIM115 (open for the server's lifetime)
+    if os.environ.get("ARCADEDREAMER_TEST_FORKSERVER", "1") == "0":
+        return
+    folder = Path(tempfile.mkdtemp(prefix="arcadedreamer-fork-"))  # short: a socket path is < 108 bytes
+    with open(folder / "server.log", "w") as log:
         server = subprocess.Popen(
             [sys.executable, str(PROJECT_ROOT / "tests/forkserver.py"), "serve", str(folder / "socket")],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        os.environ["ARCADEDREAMER_FORKSERVER"] = str(folder / "socket")
-        while not (folder / "socket").exists():  # bound before its imports: a moment
-            assert server.poll() is None, (folder / "server.log").read_text()
-            time.sleep(0.01)
-    yield server
-    if server is not None:
+    config.stash[_FORK_SERVER] = (server, folder)
+    while not (folder / "socket").exists():  # bound before its imports: a moment
+        assert server.poll() is None, (folder / "server.log").read_text()
+        time.sleep(0.01)
+    os.environ["ARCADEDREAMER_FORKSERVER"] = str(folder / "socket")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if _FORK_SERVER in config.stash:
+        server, folder = config.stash[_FORK_SERVER]
         server.terminate()
         server.wait(timeout=30)
-        log.close()
         shutil.rmtree(folder, ignore_errors=True)
-    for key, value in saved.items():
+    for key, value in config.stash.get(_SAVED_ENV, {}).items():
         if value is None:
             os.environ.pop(key, None)
         else:
