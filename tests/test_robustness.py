@@ -153,7 +153,7 @@ def test_an_interrupt_a_library_swallowed_still_stops_the_next_step():
 def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes(project):
     root, params = project
     raw = tiny_params_dict(root, [GAME], frames=1200)
-    raw["vae"]["epochs"] = 4
+    raw["vae"]["epochs"] = 3  # interrupted in the second
     params = write_params(root, raw)
     assert run_cli("collect", "--params", str(params)).returncode == 0
     stale = root / "metrics/vae.json"  # an earlier run's summary
@@ -175,7 +175,7 @@ def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes
     resumed = run_cli("train", "--stage", "vae", "--resume", "--params", str(params))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming VAE training from" in resumed.stdout
-    assert (root / "checkpoints/vae/vae_epoch_4.pt").exists()
+    assert (root / "checkpoints/vae/vae_epoch_3.pt").exists()
 
 
 def test_a_run_killed_before_its_first_checkpoint_is_closed_as_killed_at_the_next_start(project):

@@ -304,18 +304,19 @@ def test_cli_train_errors(trained, tmp_path):
 
 
 def test_vae_on_real_breakout_carries_information_and_beats_the_mean_frame(tmp_path):
-    """The posterior-collapse check on real frames: a short CPU run (2 epochs of 3 000 frames)."""
+    """The posterior-collapse check on real frames: a short CPU run (1 epoch of 3 000 frames:
+    +1.1 dB over the mean frame and all 64 dims informative, measured; 2 epochs gave +1.2 dB)."""
     from arcadedreamer.data.collector import collect_to_disk
     from arcadedreamer.data.dataset import FrameStacks, load_episodes, split_episodes
 
     game = "BreakoutNoFrameskip-v4"
     raw = tiny_params_dict(tmp_path, [game], frames=3000)
     raw["data"]["num_envs"] = 8
-    raw["vae"]["epochs"] = 2
-    # A constant rate (a 2-epoch cosine would decay it away) after a 50-step warm-up: the 2 epochs
-    # are ~160 steps, so the default 500-step warm-up would never reach the rate at all
+    raw["vae"]["epochs"] = 1
+    # A constant rate (a 1-epoch cosine would decay it away) after a 50-step warm-up: the epoch is
+    # ~80 steps, so the default 500-step warm-up would never reach the rate at all
     raw["training"].update(
-        {"lr": 1e-3, "num_threads": 0, "checkpoint_every": 2, "scheduler": "constant", "warmup_steps": 50}
+        {"lr": 1e-3, "num_threads": 0, "checkpoint_every": 1, "scheduler": "constant", "warmup_steps": 50}
     )
     raw["tracking"]["register_models"] = False
     params = load_params(write_params(tmp_path, raw))
