@@ -353,11 +353,13 @@ def test_stable_baselines3_ppo_trains_in_the_dream(trained):
     passes and a few hundred PPO steps run through rollouts and updates."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
+    from stable_baselines3.common.logger import Logger
 
     env = DreamEnv(GAME, observation="latent", horizon=32, **dream_kwargs(trained))
     sb3_check_env(env)
     torch.manual_seed(0)
     agent = PPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=2, seed=0, device="cpu", verbose=0)
+    agent.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default makes a folder in /tmp
     agent.learn(total_timesteps=256)
     assert agent.num_timesteps == 256
     assert agent.logger.name_to_value["train/n_updates"] == 4
