@@ -134,6 +134,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for(predicate, timeout: float = 120.0) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False): tests await an
+    event, never a fixed sleep."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def lock_held(path: Path) -> bool:
     """Whether a process holds the flock on `path` now (the event a test waits for, not a sleep)."""
     import fcntl

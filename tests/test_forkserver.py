@@ -8,25 +8,15 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from arcadedreamer.fileio import lock_path_for
-from conftest import CLI, FORKED_CLI, lock_held, run_cli, tiny_params_dict, write_params
+from conftest import CLI, FORKED_CLI, lock_held, run_cli, tiny_params_dict, wait_for, write_params
 
 GAME = "PongNoFrameskip-v4"
-
-
-def wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture()

@@ -21,8 +21,8 @@ from arcadedreamer.fileio import lock_path_for
 from arcadedreamer.models import checkpoints as ckpt
 from arcadedreamer.models.vae import VAE
 from arcadedreamer.training.common import train_step
-from conftest import child_pids, collect_small, lock_held, run_cli, tiny_params_dict, write_params
-from test_robustness import start_cli, wait_for
+from conftest import child_pids, collect_small, lock_held, run_cli, tiny_params_dict, wait_for, write_params
+from test_robustness import start_cli
 
 GAME = "PongNoFrameskip-v4"
 

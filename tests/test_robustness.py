@@ -27,6 +27,7 @@ from conftest import (
     run_cli,
     stage_runs,
     tiny_params_dict,
+    wait_for,
     write_params,
 )
 
@@ -38,15 +39,6 @@ def start_cli(*args, cwd=None):
     return subprocess.Popen(
         [*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
-
-
-def wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def leftovers(directory: Path) -> list[str]:
