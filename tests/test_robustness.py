@@ -1,5 +1,6 @@
 """Bad input, interruptions, concurrency and failing disks: one clear line, nothing half-written."""
 
+import contextlib
 import errno
 import json
 import multiprocessing
@@ -140,6 +141,63 @@ def test_an_interrupt_a_library_swallowed_still_stops_the_next_step():
     assert not interrupts.requested()
     interrupts.raise_if_requested()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_interrupt_inside_a_store_call_waits_for_the_call_to_return():
+    """A KeyboardInterrupt raised inside a database write can leave the store locked for the
+    rest of the process; inside `deferred()` the stop is raised when the block returns, and a
+    second signal still stops at once."""
+    from arcadedreamer import interrupts
+
+    finished = []
+    with interrupts.installed():
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)  # the handler has run by now, and raised nothing in here
+                finished.append("the call")
+        assert finished == ["the call"]
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+                os.kill(os.getpid(), signal.SIGTERM)  # the second: raised here
+                time.sleep(1.0)
+                finished.append("never")
+        assert finished == ["the call"]
+
+
+@pytest.mark.parametrize("ending", ["FINISHED", "KILLED"])
+def test_a_locked_store_as_a_stage_ends_still_records_how_it_ended(project, ending):
+    """"database is locked" on the status write (another stage writing the same SQLite store):
+    retried until written. mlflow.end_run takes the run off its stack before it writes, so
+    retrying end_run alone left the run RUNNING for ever (seen in CI after a Ctrl-C)."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    root, params_path = project
+    params = load_params(params_path)
+    refusals = []
+
+    def locked_once(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE runs SET status") and run_id in parameters and not refusals:
+            refusals.append(statement)
+            raise sqlite3.OperationalError("database is locked")
+
+    try:
+        with pytest.raises(KeyboardInterrupt) if ending == "KILLED" else contextlib.nullcontext():
+            with tracking.stage_run("vae", params) as run_id:
+                event.listen(Engine, "before_cursor_execute", locked_once)
+                if ending == "KILLED":
+                    raise KeyboardInterrupt
+    finally:
+        event.remove(Engine, "before_cursor_execute", locked_once)
+    assert refusals, "the status write met the lock"
+    assert mlflow.active_run() is None
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    assert mlflow.get_run(run_id).info.status == ending
 
 
 def test_sigint_during_training_leaves_good_checkpoints_a_killed_run_and_resumes(project):

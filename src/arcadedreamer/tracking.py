@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from arcadedreamer import provenance
+from arcadedreamer import interrupts, provenance
 from arcadedreamer.config import Params
 from arcadedreamer.errors import UserError
 
@@ -105,7 +105,8 @@ def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.25) -> T
     Any other failure of the store becomes one line (TrackingError), not a traceback."""
     for attempt in range(attempts):
         try:
-            return fn()
+            with interrupts.deferred():
+                return fn()
         except UserError:
             raise
         except Exception as exc:  # mlflow wraps sqlalchemy's OperationalError in its own types
@@ -322,13 +323,23 @@ def stage_run(stage: str, params: Params, run_id: str | None = None, description
                 with_retry(lambda chunk=dict(items[start : start + 90]): mlflow.log_params(chunk))
         yield run.info.run_id
     except KeyboardInterrupt:
-        with_retry(lambda: mlflow.end_run(status="KILLED"))
+        _end_run(run.info.run_id, "KILLED")
         raise
     except BaseException:
-        with_retry(lambda: mlflow.end_run(status="FAILED"))
+        _end_run(run.info.run_id, "FAILED")
         raise
     else:
-        with_retry(lambda: mlflow.end_run(status="FINISHED"))
+        _end_run(run.info.run_id, "FINISHED")
+
+
+def _end_run(run_id: str, status: str) -> None:
+    """Why not retry `mlflow.end_run` alone: it takes the run off its stack before it writes the
+    status, so a retry after "database is locked" writes nothing and the run stays RUNNING. The
+    status is written by id (retried), then end_run closes the run and its system-metrics monitor."""
+    mlflow = _mlflow()
+    with interrupts.deferred():  # both, or a Ctrl-C between them leaves the run on MLflow's stack
+        with_retry(lambda: mlflow.MlflowClient().set_terminated(run_id, status))
+        with_retry(lambda: mlflow.end_run(status=status))
 
 
 def log_datasets(directory: str | Path, games: list[str], hashes: dict[str, str], context: str) -> None:
