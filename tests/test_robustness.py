@@ -169,7 +169,7 @@ def test_an_interrupt_inside_a_store_call_waits_for_the_call_to_return():
 
 @pytest.mark.parametrize("ending", ["FINISHED", "KILLED"])
 def test_a_locked_store_as_a_stage_ends_still_records_how_it_ended(project, ending):
-    """"database is locked" on the status write (another stage writing the same SQLite store):
+    """A "database is locked" on the status write (another stage writing the same SQLite store):
     retried until written. mlflow.end_run takes the run off its stack before it writes, so
     retrying end_run alone left the run RUNNING for ever (seen in CI after a Ctrl-C)."""
     import sqlite3

@@ -7,7 +7,11 @@ longer than one step per frame, before the pipeline is changed for it.
     python tools/probe_frames_per_step.py K EPOCHS OPEN_LOOP_PROB SEQ_STEPS STRIDE [SEED] [THREADS]
 
 with the quickstart's data and VAE: PROBE_PARAMS names its params file, PROBE_VAE its VAE
-checkpoint. Results: results/frames-per-step-probe.json.
+checkpoint. PROBE_STOCHASTIC=1: the head also predicts a spread per latent dimension, trained by
+the Gaussian negative log-likelihood, and the rollouts sample the next latent with each
+temperature of PROBE_TEMPERATURES (default "0 0.5 1"; 0 is the mean): does drawing one future,
+instead of the average of the possible ones, keep the ball? Results:
+results/frames-per-step-probe.json.
 """
 
 import math
@@ -39,6 +43,10 @@ STRIDE = int(sys.argv[5])
 SEED = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 torch.set_num_threads(int(sys.argv[7]) if len(sys.argv) > 7 else 2)
 BURN = 2
+STOCHASTIC = os.environ.get("PROBE_STOCHASTIC") == "1"
+TEMPERATURES = (
+    [float(t) for t in os.environ.get("PROBE_TEMPERATURES", "0 0.5 1").split()] if STOCHASTIC else [0.0]
+)
 
 params = load_params(os.environ["PROBE_PARAMS"])
 vae = ckpt.vae_from_checkpoint(ckpt.load_checkpoint(os.environ["PROBE_VAE"])).eval().requires_grad_(False)
@@ -60,12 +68,17 @@ class KDyn(nn.Module):
         super().__init__()
         self.A = A
         self.gru = nn.GRU(D + K * A, H, batch_first=True)
-        self.head = nn.Linear(H, D)
+        self.head = nn.Linear(H, 2 * D if STOCHASTIC else D)
 
-    def step(self, z, acts, h=None):  # z (B,D), acts (B,K)
+    def step(self, z, acts, h=None, temperature=0.0):  # z (B,D), acts (B,K) -> next z, h, log-std
         oh = F.one_hot(acts.long(), self.A).float().flatten(1)
         out, h = self.gru(torch.cat([z, oh], -1)[:, None], h)
-        return z + self.head(out[:, 0]), h
+        if not STOCHASTIC:
+            return z + self.head(out[:, 0]), h, None
+        delta, log_std = self.head(out[:, 0]).chunk(2, -1)
+        log_std = log_std.clamp(-6, 2)
+        mean = z + delta
+        return mean + temperature * log_std.exp() * torch.randn_like(mean), h, (mean, log_std)
 
 
 torch.manual_seed(SEED)
@@ -87,14 +100,16 @@ for epoch in range(EPOCHS):
         a = acts_all[idx[:, :-1, None] + torch.arange(K)]  # (B, T, K)
         h = None
         prev = z[:, 0]
-        preds = []
+        preds, nll = [], []
         mask = torch.rand(len(b), SEQ, generator=gen) < OPEN
         mask[:, :BURN] = False
         for t in range(SEQ):
             inp = torch.where(mask[:, t, None], prev, z[:, t])
-            prev, h = model.step(inp, a[:, t], h)
-            preds.append(prev)
-        loss = F.mse_loss(torch.stack(preds, 1), z[:, 1:])
+            prev, h, gauss = model.step(inp, a[:, t], h, temperature=1.0)  # self-fed: a sample
+            preds.append(prev if gauss is None else gauss[0])
+            if gauss is not None:  # Gaussian NLL per dimension (constant dropped)
+                nll.append(gauss[1] + 0.5 * ((z[:, t + 1] - gauss[0]) / gauss[1].exp()) ** 2)
+        loss = torch.stack(nll, 1).mean() if nll else F.mse_loss(torch.stack(preds, 1), z[:, 1:])
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -114,44 +129,54 @@ B, L = win.stacks.shape[:2]
 with torch.no_grad():
     flat = win.stacks.reshape(B * L, 4, 64, 64)
     zl = torch.cat([vae.encode(c) for c in flat.split(512)]).reshape(B, L, -1)
-    h = None
-    for c in range(CTX - 1):
-        _, h = model.step(zl[:, c * K], win.actions[:, c * K : c * K + K], h)
-    z = zl[:, (CTX - 1) * K]
-    base = (CTX - 1) * K
-    frames = []
-    for s in range(math.ceil(H / K)):
-        a = win.actions[:, base + s * K : base + s * K + K]
-        if a.shape[1] < K:
-            a = torch.cat([a, a[:, -1:].expand(-1, K - a.shape[1])], 1)
-        z, h = model.step(z, a, h)
-        frames.append(vae.decode(z)[:, -K:])
-    frames = torch.cat(frames, 1)[:, :H]  # (B, H, 64, 64)
+
+
+def rollout(temperature):
+    torch.manual_seed(SEED)
+    with torch.no_grad():
+        h = None
+        for c in range(CTX - 1):
+            _, h, _ = model.step(zl[:, c * K], win.actions[:, c * K : c * K + K], h)
+        z = zl[:, (CTX - 1) * K]
+        frames = []
+        for s in range(math.ceil(H / K)):
+            a = win.actions[:, base + s * K : base + s * K + K]
+            if a.shape[1] < K:
+                a = torch.cat([a, a[:, -1:].expand(-1, K - a.shape[1])], 1)
+            z, h, _ = model.step(z, a, h, temperature=temperature)
+            frames.append(vae.decode(z)[:, -K:])
+        return torch.cat(frames, 1)[:, :H]  # (B, H, 64, 64)
+
+
+base = (CTX - 1) * K
 scoring = object_scoring(data, cfg)
-res = {}
-for hz in range(1, H + 1):
-    tgt = win.stacks[:, base + hz, -1]
-    truth = _object_truth(tgt, win.objects, base + hz, scoring)
-    sc = object_scores(
-        frames[:, hz - 1].numpy(),
-        truth,
-        GAMES[scoring.game],
-        2,
-        0.5,
-        scoring.typical_mass,
-        scoring.player_tolerance,
-    )
-    res[hz] = (
-        sc.ball_recall,
-        sc.player_error,
-        sc.false_ball_rate,
-        sc.ball_absent,
-        sc.ball_faded,
-        sc.ball_misplaced,
-    )
-for hz in (1, 4, 10, 20, 30, 40, 50):
-    r = res[hz]
-    print(
-        f"h{hz}: ball {r[0]:.2f} player err {r[1]:.2f} false {r[2]:.2f} | absent {r[3]:.2f} faded {r[4]:.2f} misplaced {r[5]:.2f}"
-    )
-print("mean recall 1..50", np.nanmean([res[h][0] for h in range(1, 51)]), "windows", B)
+for temperature in TEMPERATURES:
+    frames = rollout(temperature)
+    print(f"temperature {temperature:g}" if STOCHASTIC else "mean prediction")
+    res = {}
+    for hz in range(1, H + 1):
+        tgt = win.stacks[:, base + hz, -1]
+        truth = _object_truth(tgt, win.objects, base + hz, scoring)
+        sc = object_scores(
+            frames[:, hz - 1].numpy(),
+            truth,
+            GAMES[scoring.game],
+            2,
+            0.5,
+            scoring.typical_mass,
+            scoring.player_tolerance,
+        )
+        res[hz] = (
+            sc.ball_recall,
+            sc.player_error,
+            sc.false_ball_rate,
+            sc.ball_absent,
+            sc.ball_faded,
+            sc.ball_misplaced,
+        )
+    for hz in (1, 4, 10, 20, 30, 40, 50):
+        r = res[hz]
+        print(
+            f"h{hz}: ball {r[0]:.2f} player err {r[1]:.2f} false {r[2]:.2f} | absent {r[3]:.2f} faded {r[4]:.2f} misplaced {r[5]:.2f}"
+        )
+    print("mean recall 1..50", np.nanmean([res[h][0] for h in range(1, 51)]), "windows", B)
