@@ -14,7 +14,8 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 # The CPU-sized setting of `make quickstart`: one game (GAME=…), 50 000 frames, short training
-# (docs/results.md). `make quickstart-long` trains 4x longer; it has not been timed end to end.
+# (docs/results.md). `make quickstart-long` trains 4x longer: 49 min 21 s from a fresh clone
+# (results/quickstart-long-breakout.json).
 GAME ?= BreakoutNoFrameskip-v4
 QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S training.batch_size=32 \
 	-S training.lr=0.001 -S training.checkpoint_every=1 -S dream.game=$(GAME) -S controller.game=$(GAME)
