@@ -1,7 +1,9 @@
 """The README's figures from a quickstart's outputs: `python docs/figures.py` after `make quickstart`.
 
 docs/dream_frames_quickstart.png: the dream GIF's real (top) and dream (bottom) panels at a few
-steps; docs/eval_curves_quickstart.png: a copy of plots/eval_curves.png.
+steps; docs/eval_curves_quickstart.png: a copy of plots/eval_curves.png. After `make
+quickstart-long`, `python docs/figures.py long` writes docs/dream_frames_quickstart_long.png
+instead (steps to 45).
 """
 
 import shutil
@@ -29,8 +31,14 @@ if __name__ == "__main__":
     from arcadedreamer.config import load_params
 
     params = load_params(ROOT / "params.yaml")
-    game = sys.argv[1] if len(sys.argv) > 1 else params.dream.game
+    long = sys.argv[1:2] == ["long"]
+    game = sys.argv[2 if long else 1] if len(sys.argv) > (2 if long else 1) else params.dream.game
     context = params.data.stack_size + params.evaluation.context - 1
     gif = ROOT / params.dream.out_dir / f"dream_{game}.gif"
-    dream_strip(gif, context, [0, 2, 5, 9, 13, 21], ROOT / "docs" / "dream_frames_quickstart.png")
-    shutil.copy(ROOT / "plots" / "eval_curves.png", ROOT / "docs" / "eval_curves_quickstart.png")
+    if long:
+        dream_strip(
+            gif, context, [0, 2, 5, 9, 13, 21, 30, 45], ROOT / "docs" / "dream_frames_quickstart_long.png"
+        )
+    else:
+        dream_strip(gif, context, [0, 2, 5, 9, 13, 21], ROOT / "docs" / "dream_frames_quickstart.png")
+        shutil.copy(ROOT / "plots" / "eval_curves.png", ROOT / "docs" / "eval_curves_quickstart.png")
