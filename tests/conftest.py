@@ -221,9 +221,10 @@ def pytest_configure(config: pytest.Config) -> None:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     config.stash[_FORK_SERVER] = (server, folder)
-    while not (folder / "socket").exists():  # bound before its imports: a moment
-        assert server.poll() is None, (folder / "server.log").read_text()
-        time.sleep(0.01)
+    # bound before its imports: a moment
+    assert (
+        wait_for(lambda: (folder / "socket").exists() or server.poll() is not None) and server.poll() is None
+    ), (folder / "server.log").read_text()
     os.environ["ARCADEDREAMER_FORKSERVER"] = str(folder / "socket")
 
 
