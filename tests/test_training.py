@@ -301,6 +301,14 @@ def test_cli_train_errors(trained, tmp_path):
     assert "none.pt not found; VAE checkpoints are written to" in result.stderr
     result = run_cli("train", "--stage", "gru", "--params", str(trained.params_path))
     assert result.returncode == 2 and "unknown stage 'gru'; choose vae or dynamics" in result.stderr
+    pickled = tmp_path / "pickled.pt"  # a plain pickle: refused in one line, no torch warning before it
+    pickled.write_bytes(pickle.dumps({"stage": "dynamics", "model": {}}))
+    result = run_cli("evaluate", "--model", str(pickled), "--params", str(trained.params_path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {pickled}: refused: it is not a plain-tensor checkpoint (loading uses "
+        "weights_only=True and never runs pickled code)"
+    ]
 
 
 def test_vae_on_real_breakout_carries_information_and_beats_the_mean_frame(tmp_path):

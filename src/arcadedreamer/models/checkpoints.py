@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -94,7 +95,10 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
     if path.is_dir():
         raise UserError(f"{path}: is a directory; give the path of a .pt checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # a plain pickle is refused below in one line, not after torch's advice about its protocol
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(
             f"{path}: refused: it is not a plain-tensor checkpoint (loading uses weights_only=True "
