@@ -53,13 +53,22 @@ COLUMNS = (
 
 
 def record(
-    path: Path, row: str, seed: int, seconds: float, experiment: str, command: str, controller: bool = False
+    path: Path,
+    row: str,
+    seed: int,
+    seconds: float,
+    experiment: str,
+    command: str,
+    controller: bool = False,
+    workspace: Path = ROOT,
+    params_file: Path | None = None,
 ) -> dict:
-    """One run into `path`: what the workspace holds now (params.yaml, eval.json, plots/series.json,
-    and with `controller` metrics/controller.json too)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    evaluation = json.loads((ROOT / params["evaluation"]["metrics_file"]).read_text())
-    series = json.loads((ROOT / params["evaluation"]["plots_dir"] / Path("series.json")).read_text())
+    """One run into `path`: what the workspace holds now (its params.yaml, or `params_file`, and the
+    eval.json, plots/series.json and with `controller` metrics/controller.json that names), with
+    the workspace's commit."""
+    params = yaml.safe_load((params_file or workspace / "params.yaml").read_text())
+    evaluation = json.loads((workspace / params["evaluation"]["metrics_file"]).read_text())
+    series = json.loads((workspace / params["evaluation"]["plots_dir"] / Path("series.json")).read_text())
     game = params["data"]["games"][0]
     model = series[game]["model"]
     run = {
@@ -75,11 +84,11 @@ def record(
         "copy_last_ball_recall": series[game]["copy_last"].get("ball_recall"),
     }
     if controller:
-        run["controller"] = json.loads((ROOT / params["controller"]["metrics_file"]).read_text())
+        run["controller"] = json.loads((workspace / params["controller"]["metrics_file"]).read_text())
     results = json.loads(path.read_text()) if path.exists() else {"runs": []}
     results.update(
         command=command,
-        commit=provenance.git_state(ROOT),
+        commit=provenance.git_state(workspace),
         machine=provenance.machine(),
         versions=provenance.versions(),
     )
@@ -216,6 +225,32 @@ def figure(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def training_curve(results: dict, path: Path) -> None:
+    """Ball recall 10 and 50 steps on against the minutes of training, one point per row (mean
+    over seeds, bar ± 1 sd): does more training of the same recipe still move the horizon?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grouped = rows(results).values()
+    minutes = [mean_and_spread([r["wall_seconds"] / 60 for r in runs]) for runs in grouped]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, label in (("ball_recall_h10_model", "10 steps on"), ("ball_recall_h50_model", "50 steps on")):
+        recall = [mean_and_spread([r["scores"].get(key) for r in runs]) for runs in grouped]
+        ax.errorbar([m for m, _ in minutes], [m for m, _ in recall], yerr=[s for _, s in recall],
+                    marker="o", capsize=3, label=label)  # fmt: skip
+    ax.set_xlabel("dynamics training (minutes)")
+    ax.set_ylabel("dream ball recall (held-out)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    plt.close(fig)
+
+
 BLOCK = re.compile(r"(<!-- results: (?P<file>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
@@ -313,9 +348,12 @@ def main() -> None:
     rec.add_argument("--experiment", default="")
     rec.add_argument("--command", dest="run_command", default="", help="what produced the run")
     rec.add_argument("--controller", action="store_true", help="also the controller stage's metrics")
+    rec.add_argument("--workspace", type=Path, default=ROOT, help="the checkout that ran it")
+    rec.add_argument("--params", type=Path, help="the params file it ran with (default: its params.yaml)")
     rep = sub.add_parser("report")
     rep.add_argument("file", type=Path)
-    rep.add_argument("--figure", type=Path)
+    rep.add_argument("--figure", type=Path, help="ball recall against the horizon, a curve per row")
+    rep.add_argument("--training-curve", type=Path, help="recall h10 and h50 against each row's minutes")
     card = sub.add_parser("scorecard", help="the quickstart's headline table from a finished quickstart")
     card.add_argument("file", type=Path)
     card.add_argument("--workspace", type=Path, default=ROOT, help="the checkout that ran make quickstart")
@@ -335,7 +373,15 @@ def main() -> None:
         return
     if args.command == "record":
         run = record(
-            args.file, args.row, args.seed, args.seconds, args.experiment, args.run_command, args.controller
+            args.file,
+            args.row,
+            args.seed,
+            args.seconds,
+            args.experiment,
+            args.run_command,
+            args.controller,
+            args.workspace.resolve(),
+            args.params.resolve() if args.params else None,
         )
         scores = run["scores"]
         print(
@@ -348,6 +394,9 @@ def main() -> None:
         if args.figure:
             figure(results, args.figure)
             print(f"figure: {args.figure}")
+        if args.training_curve:
+            training_curve(results, args.training_curve)
+            print(f"figure: {args.training_curve}")
 
 
 if __name__ == "__main__":
