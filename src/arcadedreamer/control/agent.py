@@ -363,25 +363,20 @@ def save_agent(
     """Like a controller checkpoint, the agent holds the world model it dreamt with (and its
     critic, for training further)."""
     cfg = params.agent
-    path = out_dir / "agent.pt"
-    ckpt.save_checkpoint(
-        path,
-        {
-            "stage": "agent",
-            "model": learner.actor.state_dict(),
-            "critic": learner.critic.state_dict(),
-            "arch": ckpt.policy_arch(learner.actor),
-            "game": cfg.game,
-            "action_ids": [int(a) for a in batch.action_ids],
-            "action_choice": "sample",
-            "epsilon": float(cfg.epsilon),
-            "world_model": {k: world_checkpoint[k] for k in ckpt.WORLD_MODEL_ENTRIES},
-            "world_model_checkpoint": str(model_path),
-            "metrics": {k: v for k, v in summary.items() if isinstance(v, (int, float))},
-            "mlflow_run_id": run_id,
-        },
+    play = {"game": cfg.game, "action_ids": [int(a) for a in batch.action_ids], "action_choice": "sample",
+            "epsilon": float(cfg.epsilon)}  # fmt: skip
+    return ckpt.save_policy(
+        out_dir / "agent.pt",
+        "agent",
+        learner.actor.state_dict(),
+        ckpt.policy_arch(learner.actor),
+        play,
+        world_checkpoint,
+        model_path,
+        summary,
+        run_id,
+        critic=learner.critic.state_dict(),
     )
-    return path
 
 
 def plot_agent(curve: list[dict[str, float]], summary: dict, path: Path) -> Path:

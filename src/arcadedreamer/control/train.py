@@ -355,24 +355,20 @@ def save_controller(
     out_dir: Path,
 ) -> Path:
     """A controller checkpoint holds the world model it dreams with: it is a whole agent."""
-    path = out_dir / "controller.pt"
-    ckpt.save_checkpoint(
-        path,
-        {
-            "stage": "controller",
-            "model": controller.state_dict(),
-            "arch": ckpt.controller_arch(controller),
-            "game": params.controller.game,
-            "action_ids": [int(a) for a in batch.action_ids],
-            "action_choice": params.controller.action_choice,
-            "epsilon": float(params.controller.epsilon),
-            "world_model": {k: world_checkpoint[k] for k in ckpt.WORLD_MODEL_ENTRIES},
-            "world_model_checkpoint": str(model_path),
-            "metrics": {k: v for k, v in summary.items() if isinstance(v, (int, float))},
-            "mlflow_run_id": run_id,
-        },
+    cfg = params.controller
+    play = {"game": cfg.game, "action_ids": [int(a) for a in batch.action_ids],
+            "action_choice": cfg.action_choice, "epsilon": float(cfg.epsilon)}  # fmt: skip
+    return ckpt.save_policy(
+        out_dir / "controller.pt",
+        "controller",
+        controller.state_dict(),
+        ckpt.controller_arch(controller),
+        play,
+        world_checkpoint,
+        model_path,
+        summary,
+        run_id,
     )
-    return path
 
 
 def plot_returns(curve: list[dict[str, float]], summary: dict, path: Path) -> Path:

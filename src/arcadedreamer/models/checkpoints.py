@@ -198,6 +198,37 @@ def dynamics_from_arch(arch: dict[str, int]) -> Dynamics:
 WORLD_MODEL_ENTRIES = ("stage", "epoch", "arch", "model", "vae", "vae_arch", "mean_frames", "data_hash")
 
 
+def save_policy(
+    path: Path,
+    stage: str,
+    weights: dict,
+    arch: dict,
+    play: dict,
+    world_checkpoint: dict,
+    world_checkpoint_path: Path,
+    summary: dict,
+    run_id: str,
+    **extra,
+) -> Path:
+    """A controller or agent checkpoint: the policy, how it plays (`play`: game, action_ids,
+    action_choice, epsilon), and the world model it dreamt with, so that it is a whole agent."""
+    save_checkpoint(
+        path,
+        {
+            "stage": stage,
+            "model": weights,
+            **extra,
+            "arch": arch,
+            **play,
+            "world_model": {k: world_checkpoint[k] for k in WORLD_MODEL_ENTRIES},
+            "world_model_checkpoint": str(world_checkpoint_path),
+            "metrics": {k: v for k, v in summary.items() if isinstance(v, (int, float))},
+            "mlflow_run_id": run_id,
+        },
+    )
+    return path
+
+
 def controller_arch(controller: LinearController) -> dict[str, int]:
     width, actions = controller.linear.in_features, controller.linear.out_features
     return {"features": width, "num_actions": actions}
