@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
+# MLflow 3 reports usage to mlflow-telemetry.io unless told not to (src/arcadedreamer/__init__.py says why)
+export MLFLOW_DISABLE_TELEMETRY ?= true
 # The CPU build of torch 2.13.0 (on this machine it lies on disk); on a GPU machine pass
 # e.g. TORCH_SPEC="torch==2.13.0" with the CUDA index, any torch in pyproject's range works.
 TORCH_SPEC ?= torch==2.13.0

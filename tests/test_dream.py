@@ -1,5 +1,9 @@
 """Dream GIFs from a tiny real model: frames, size, panels, and the CLI's errors."""
 
+import os
+import subprocess
+import sys
+
 import imageio.v3 as iio
 import numpy as np
 from PIL import Image
@@ -78,6 +82,31 @@ def test_cli_dream_defaults_and_errors(trained, tmp_path):
     assert under_a_file.returncode == 2 and "part of it is a file" in under_a_file.stderr
     no_model = run_cli("dream", "--steps", "2", "--model", str(tmp_path / "none.pt"), *args)
     assert no_model.returncode == 2 and "checkpoint not found" in no_model.stderr
+
+
+def test_a_dream_leaves_nothing_in_home_and_reports_nowhere(trained, tmp_path):
+    """Run as a user runs it (a fresh interpreter, without the CI and pytest variables that MLflow
+    takes as a reason to keep quiet): no MLflow telemetry id in ~/.config, nothing in HOME or TMPDIR."""
+    home, scratch = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), scratch.mkdir()
+    quiet_markers = (
+        "CI",
+        "PYTEST_CURRENT_TEST",
+        "MLFLOW_DISABLE_TELEMETRY",
+        "DO_NOT_TRACK",
+        "GITHUB_ACTIONS",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in quiet_markers} | {
+        "HOME": str(home),
+        "TMPDIR": str(scratch),
+    }
+    args = ["dream", "--steps", "2", "--out", str(tmp_path / "d.gif"), "--params", str(trained.params_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "arcadedreamer", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "d.gif").exists()
+    assert sorted(str(p.relative_to(tmp_path)) for p in [*home.rglob("*"), *scratch.rglob("*")]) == []
 
 
 def params_context(trained) -> int:
