@@ -165,13 +165,14 @@ CONTROLLER_COLUMNS = (
 def table(results: dict) -> str:
     """Markdown: one line per row, each score as mean ± standard deviation over the seeds."""
     with_controller = any("controller" in r for r in results["runs"])
-    head = ["row", "seeds", *(title for _, title, _ in COLUMNS)]
+    columns = [c for c in COLUMNS if any(c[0] in r["scores"] for r in results["runs"])]  # those it has
+    head = ["row", "seeds", *(title for _, title, _ in columns)]
     head += [title for *_, title in CONTROLLER_COLUMNS] if with_controller else []
     head.append("minutes a run")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, runs in rows(results).items():
         cells = [f"`{name}`", str(len(runs))]
-        for key, _, digits in COLUMNS:
+        for key, _, digits in columns:
             mean, spread = mean_and_spread([r["scores"].get(key) for r in runs])
             cells.append(_format(mean, spread, digits))
         if with_controller:
@@ -225,26 +226,34 @@ def figure(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def training_curve(results: dict, path: Path) -> None:
+def training_curve(curves: list[tuple[str, dict]], path: Path) -> None:
     """Ball recall 10 and 50 steps on against the minutes of training, one point per row (mean
-    over seeds, bar ± 1 sd): does more training of the same recipe still move the horizon?"""
+    over seeds, bar ± 1 sd), a pair of curves per results file: does more training of a recipe
+    still move the horizon, and which recipe gets further in the same minutes?"""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grouped = rows(results).values()
-    minutes = [mean_and_spread([r["wall_seconds"] / 60 for r in runs]) for runs in grouped]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for key, label in (("ball_recall_h10_model", "10 steps on"), ("ball_recall_h50_model", "50 steps on")):
-        recall = [mean_and_spread([r["scores"].get(key) for r in runs]) for runs in grouped]
-        ax.errorbar([m for m, _ in minutes], [m for m, _ in recall], yerr=[s for _, s in recall],
-                    marker="o", capsize=3, label=label)  # fmt: skip
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    # one pair of lines per results file, and per `curve` of its runs (e.g. each schedule's length)
+    lines = [
+        (name + (f", {curve}" if curve else ""), [runs for runs in rows(results).values() if runs[0].get("curve") == curve])
+        for name, results in curves
+        for curve in dict.fromkeys(r.get("curve") for r in results["runs"])
+    ]  # fmt: skip
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
+    for (name, grouped), color in zip(lines, colors):
+        minutes = [mean_and_spread([r["wall_seconds"] / 60 for r in runs])[0] for runs in grouped]
+        for key, horizon, style in (("ball_recall_h10_model", 10, "--"), ("ball_recall_h50_model", 50, "-")):
+            recall = [mean_and_spread([r["scores"].get(key) for r in runs]) for runs in grouped]
+            ax.errorbar(minutes, [m for m, _ in recall], yerr=[s for _, s in recall], color=color,
+                        linestyle=style, marker="o", capsize=3, label=f"{name}: {horizon} steps on")  # fmt: skip
     ax.set_xlabel("dynamics training (minutes)")
     ax.set_ylabel("dream ball recall (held-out)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=100)
@@ -354,6 +363,7 @@ def main() -> None:
     rep.add_argument("file", type=Path)
     rep.add_argument("--figure", type=Path, help="ball recall against the horizon, a curve per row")
     rep.add_argument("--training-curve", type=Path, help="recall h10 and h50 against each row's minutes")
+    rep.add_argument("--compare", type=Path, nargs="*", default=[], help="more results files on that curve")
     card = sub.add_parser("scorecard", help="the quickstart's headline table from a finished quickstart")
     card.add_argument("file", type=Path)
     card.add_argument("--workspace", type=Path, default=ROOT, help="the checkout that ran make quickstart")
@@ -395,7 +405,9 @@ def main() -> None:
             figure(results, args.figure)
             print(f"figure: {args.figure}")
         if args.training_curve:
-            training_curve(results, args.training_curve)
+            curves = [json.loads(f.read_text()) for f in (args.file, *args.compare)]
+            training_curve([(c.get("label", f.stem), c) for c, f in zip(curves, (args.file, *args.compare))],
+                           args.training_curve)  # fmt: skip
             print(f"figure: {args.training_curve}")
 
 
