@@ -193,6 +193,21 @@ def _format(mean: float, spread: float, digits: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {spread:.{digits}f}" if math.isfinite(spread) else "")
 
 
+def save_recall_figure(fig, ax, xlabel: str, path: Path, **legend) -> None:
+    """The ball-recall axes the figures share, written atomically as a PNG, then closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("dream ball recall (held-out)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, **legend)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    plt.close(fig)
+
+
 def figure(results: dict, path: Path) -> None:
     """Ball recall against the horizon, one curve per row (mean over seeds, band ± 1 sd)."""
     import matplotlib
@@ -215,15 +230,7 @@ def figure(results: dict, path: Path) -> None:
     if copy_last:
         ax.plot(range(1, len(copy_last) + 1), [np.nan if v is None else v for v in copy_last], "k--",
                 label="copy the last real frame")  # fmt: skip
-    ax.set_xlabel("open-loop horizon (frames)")
-    ax.set_ylabel("dream ball recall (held-out)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
+    save_recall_figure(fig, ax, "open-loop horizon (frames)", path)
 
 
 def training_curve(curves: list[tuple[str, dict]], path: Path) -> None:
@@ -249,15 +256,9 @@ def training_curve(curves: list[tuple[str, dict]], path: Path) -> None:
             recall = [mean_and_spread([r["scores"].get(key) for r in runs]) for runs in grouped]
             ax.errorbar(minutes, [m for m, _ in recall], yerr=[s for _, s in recall], color=color,
                         linestyle=style, marker="o", capsize=3, label=f"{name}: {horizon} steps on")  # fmt: skip
-    ax.set_xlabel("dynamics training (minutes)")
-    ax.set_ylabel("dream ball recall (held-out)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
+    save_recall_figure(
+        fig, ax, "dynamics training (minutes)", path, loc="upper left", bbox_to_anchor=(1.01, 1)
+    )
 
 
 BLOCK = re.compile(r"(<!-- results: (?P<file>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
@@ -405,9 +406,9 @@ def main() -> None:
             figure(results, args.figure)
             print(f"figure: {args.figure}")
         if args.training_curve:
-            curves = [json.loads(f.read_text()) for f in (args.file, *args.compare)]
-            training_curve([(c.get("label", f.stem), c) for c, f in zip(curves, (args.file, *args.compare))],
-                           args.training_curve)  # fmt: skip
+            files = (args.file, *args.compare)
+            loaded = [json.loads(f.read_text()) for f in files]
+            training_curve([(r.get("label", f.stem), r) for r, f in zip(loaded, files)], args.training_curve)
             print(f"figure: {args.training_curve}")
 
 
