@@ -169,42 +169,49 @@ class ExactAutoencoder(torch.nn.Module):
 
 
 class OracleDynamics(torch.nn.Module):
-    """Steps to the true latents of the windows, `shift` steps ahead: a world model that knows
-    the future, to check what each horizon's score is compared with."""
+    """Steps to the true latents of the windows, `shift` frames ahead: a world model that knows
+    the future, to check what each horizon's score is compared with. Its GRU state stands for
+    the frame it is at: the first the context shows it, then K frames further each step."""
 
     latent_dim = ExactAutoencoder.latent_dim
 
-    def __init__(self, truth: torch.Tensor, shift: int = 0):
+    def __init__(self, truth: torch.Tensor, context: int, frames_per_step: int = 1, shift: int = 0):
         super().__init__()
-        self.truth, self.shift = truth, shift
+        self.truth, self.shift, self.frames_per_step = truth, shift, frames_per_step
+        self.first = (context - 1) % frames_per_step  # the first context stack the GRU steps from
 
     def step(self, latents, actions, hidden=None):
-        k = 0 if hidden is None else int(hidden)  # the GRU state stands for the step count
-        return self.truth[:, min(k + 1 + self.shift, self.truth.shape[1] - 1)], torch.tensor(k + 1)
+        assert actions.shape == (len(latents), self.frames_per_step) or self.frames_per_step == 1
+        frame = (self.first if hidden is None else int(hidden)) + self.frames_per_step
+        return self.truth[:, min(frame + self.shift, self.truth.shape[1] - 1)], torch.tensor(frame)
 
 
-def test_the_models_own_scores_at_each_horizon_are_those_of_the_frame_it_imagined_then():
+@pytest.mark.parametrize("frames_per_step", [1, 4])
+def test_the_models_own_scores_at_each_horizon_are_those_of_the_frame_it_imagined_then(frames_per_step):
     """A world model that imagines the true future scores exactly as the reconstruction does at
-    every horizon; one that runs a step ahead does not (a scorer off by one would pass the one or
-    fail the other)."""
+    every horizon; one that runs a frame ahead does not (a scorer off by one would pass the one
+    or fail the other). With four frames a step, each step's four new frames are scored at the
+    four horizons they show."""
     game = "BreakoutNoFrameskip-v4"
     arrays, _ = collect_game(game, 900, num_envs=1, seed=5, progress=False, num_workers=1)
     data = GameData(game, **{k: arrays[k] for k in ("frames", "actions", "rewards", "episode_ends", "ram")},
                     manifest={}, directory=Path("."))  # fmt: skip
-    cfg = EvaluationConfig(horizons=6, context=3, headline_horizons=[1, 6], window_stride=4)
+    cfg = EvaluationConfig(horizons=8, context=3, headline_horizons=[1, 8], window_stride=4)
     windows = cut_windows(data, 4, cfg.context, cfg.horizons, cfg.window_stride)
     vae = ExactAutoencoder()
     truth = vae.encode(windows.stacks.flatten(0, 1)).reshape(*windows.stacks.shape[:2], -1)
     mean = torch.from_numpy(data.frames.mean(0) / 255.0).float()
     scoring = object_scoring(data, cfg)
     for shift, should_match in ((0, True), (1, False)):
-        model = WorldModel(vae, OracleDynamics(truth, shift)).eval()
+        dynamics = OracleDynamics(truth, cfg.context, frames_per_step, shift)
+        model = WorldModel(vae, dynamics).eval()
         scores = rollout_scores(model, windows, cfg.context, mean, scoring)
         for metric in ("psnr", "moving_mse"):
             same = np.allclose(
                 scores["model"][metric], scores["reconstruction"][metric], rtol=1e-5, atol=1e-6
             )
             assert same == should_match, (shift, metric)
+        assert (np.asarray(scores["model"]["latent_mse"]) == 0).all() == should_match
 
 
 def test_promotion_rule():

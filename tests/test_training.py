@@ -42,7 +42,13 @@ def test_training_writes_checkpoints_and_metrics(trained):
     assert vae_state["epoch"] == 1 and vae_state["config"]["vae"]["latent_dim"] == 64
     assert set(vae_state["mean_frames"]) == set(trained.games)
     dyn_state = ckpt.load_checkpoint(ckpt.final_checkpoint_path(params, "dynamics"), stage="dynamics")
-    assert dyn_state["arch"] == {"latent_dim": 64, "num_actions": 18, "hidden_size": 32, "head_size": 128}
+    assert dyn_state["arch"] == {
+        "latent_dim": 64,
+        "num_actions": 18,
+        "hidden_size": 32,
+        "head_size": 128,
+        "frames_per_step": 1,
+    }
     vae_json = json.loads((trained.root / "metrics/vae.json").read_text())
     # the reported PSNRs are those of the reported errors, and the gain their difference
     assert vae_json["val_psnr"] == pytest.approx(10 * math.log10(1 / vae_json["val_mse"]))

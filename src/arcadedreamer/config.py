@@ -183,6 +183,14 @@ class DynamicsConfig(_Section):
     scheduled_sampling_ramp: float = Field(
         0.0, ge=0, le=1, description="... over this fraction of the epochs (0: the final value throughout)."
     )
+    frames_per_step: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Frames one GRU step imagines: its input is that many one-hot actions, its output "
+        "the latent of the stack they lead to (1: the original, one step a frame; 4: as SimPLe, IRIS, "
+        "DreamerV3). At most data.stack_size.",
+    )
     seq_len: int = Field(32, gt=1, le=MAX_STEPS, description="Latent steps per training sequence.")
     burn_in: int = Field(
         4,
@@ -362,7 +370,10 @@ class ControllerConfig(_Section):
 
     game: str = Field("BreakoutNoFrameskip-v4", description="The game the controller learns.")
     horizon: int = Field(
-        100, gt=0, le=MAX_DREAM_STEPS, description="Dream steps per rollout (then truncated)."
+        100,
+        gt=0,
+        le=MAX_DREAM_STEPS,
+        description="Dreamt frames per rollout, in whole steps of dynamics.frames_per_step (then truncated).",
     )
     population: int = Field(32, ge=2, le=4096, description="CMA-ES candidates per generation.")
     rollouts: int = Field(
@@ -380,7 +391,8 @@ class ControllerConfig(_Section):
         0.05,
         ge=0,
         le=1,
-        description="Each frame, a uniformly random action instead of the controller's (dream and real).",
+        description="Each step (a frame, or dynamics.frames_per_step frames), a uniformly random action "
+        "instead of the controller's, held for the step (dream and real).",
     )
     constant_baselines: bool = Field(
         True, description="Also play each of the game's actions held every frame (with ε) in the real game."
@@ -434,7 +446,8 @@ class AgentConfig(_Section):
         60,
         ge=2,
         le=MAX_DREAM_STEPS,
-        description="Imagined steps (frames) per dream; the critic values the rest.",
+        description="Imagined frames per dream, in whole steps of dynamics.frames_per_step; the critic "
+        "values the rest.",
     )
     discount: float = Field(0.995, gt=0, le=1, description="γ per frame: 0.995 looks about 200 frames ahead.")
     return_lambda: float = Field(0.95, ge=0, le=1, description="λ of the λ-returns (DreamerV3: 0.95).")
@@ -464,7 +477,7 @@ class AgentConfig(_Section):
         0.05,
         ge=0,
         le=1,
-        description="In the real game, each frame a uniformly random action instead (as DQN).",
+        description="In the real game, each step a uniformly random action instead (as DQN).",
     )
     contexts: Literal["training", "heldout"] = Field(
         "training", description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."
@@ -544,6 +557,11 @@ class Params(_Section):
             raise ValueError("heldout.seed range overlaps the seeds data.seed gives training")
         if held.stop - 1 > MAX_SEED or train.stop - 1 > MAX_SEED:
             raise ValueError(f"seed + number of emulators must stay within {MAX_SEED}")
+        if self.dynamics.frames_per_step > self.data.stack_size:
+            raise ValueError(
+                f"dynamics.frames_per_step={self.dynamics.frames_per_step} exceeds data.stack_size="
+                f"{self.data.stack_size}: a step's new frames must fit in the stack it predicts"
+            )
         needed = self.data.stack_size + self.evaluation.context + self.evaluation.horizons
         if self.heldout.frames_per_episode < needed:
             raise ValueError(

@@ -135,11 +135,10 @@ class ArcadeDreamerModel(PythonModel):
             latents = self.world.encode(stacks.reshape(batch * context, 4, 64, 64)).reshape(
                 batch, context, -1
             )
-            imagined = self.world.imagine(
+            frames, _ = self.world.imagine_frames(
                 latents, all_actions[:, : context - 1], all_actions[:, context - 1 :]
-            )
-            frames = self.world.decode(imagined.reshape(batch * steps, -1))[:, -1]
-        return frames.reshape(batch, steps, 64, 64).numpy()
+            )  # (B, steps, 64, 64): one frame an action, whatever the model's frames a step
+        return frames.numpy()
 
 
 def checked_actions(actions) -> np.ndarray:

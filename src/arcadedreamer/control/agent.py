@@ -98,21 +98,12 @@ def fit_life_loss(batch: DreamBatch, params: Params) -> tuple[LifeLossHead | Non
     lost = lives_lost(cfg.game, data.ram, ends)
     if lost is None:
         return None, {}
-    valid = np.zeros(len(ends), dtype=bool)
-    valid[stack_start_indices(ends, params.data.stack_size)] = True
     latents, actions = batch.contexts.latents, batch.contexts.actions
-    states = torch.zeros(len(ends), batch.model.dynamics.hidden_size)
-    hidden = None
-    with torch.no_grad():
-        for t in np.flatnonzero(valid):
-            if t == 0 or not valid[t - 1] or ends[t - 1]:
-                hidden = None  # a new episode (or its first full stack)
-            _, hidden = batch.model.step(latents[t : t + 1], actions[t : t + 1], hidden)
-            states[t] = hidden[-1, 0]
-    usable = valid & ~ends
-    labels = torch.from_numpy(lost[usable]).float()
-    features = states[torch.from_numpy(usable)]
-    ids = episode_ids(ends)[usable]
+    steps, features = batch.model.recorded_states(
+        latents, actions, ends, stack_start_indices(ends, params.data.stack_size)
+    )  # (S, K) frames of each step, (S, H) states
+    labels = torch.from_numpy(lost[steps].any(-1)).float()  # a life lost in one of the step's frames
+    ids = episode_ids(ends)[steps[:, 0]]
     episodes = int(ids.max()) + 1 if len(ids) else 0
     held_out = torch.from_numpy(ids >= episodes - max(1, episodes // 10))  # the last tenth, at least one
     report = {"life_losses": int(labels.sum()), "life_loss_steps": len(labels)}
@@ -141,8 +132,11 @@ def fit_life_loss(batch: DreamBatch, params: Params) -> tuple[LifeLossHead | Non
 class Learner:
     """The actor, the critic, its slow copy, their optimisers and the return scale."""
 
-    def __init__(self, params: Params, latent_dim: int, state_size: int, num_actions: int):
+    def __init__(
+        self, params: Params, latent_dim: int, state_size: int, num_actions: int, frames_per_step: int = 1
+    ):
         cfg = self.cfg = params.agent
+        self.discount = cfg.discount**frames_per_step  # γ is per frame; a dream step is K frames
         torch.manual_seed(cfg.seed)
         self.latent_dim = latent_dim
         self.actor = Actor(latent_dim, state_size, num_actions, cfg.units, cfg.layers)
@@ -157,9 +151,9 @@ class Learner:
         with torch.no_grad():
             bootstrap = self.slow_critic(features)  # (T + 1, B)
         targets = lambda_returns(
-            rollout["rewards"], rollout["continues"], bootstrap, cfg.discount, cfg.return_lambda
+            rollout["rewards"], rollout["continues"], bootstrap, self.discount, cfg.return_lambda
         )
-        weights = step_weights(rollout["continues"], cfg.discount)
+        weights = step_weights(rollout["continues"], self.discount)
         values = self.critic(features[:-1])  # (T, B)
         value_loss = critic_loss(values, targets, weights)
         scale = self.scale.update(targets)
@@ -197,7 +191,7 @@ def train_agent(params: Params, model_path: str | Path | None = None, progress: 
     )
     world_checkpoint = ckpt.load_checkpoint(model_path, stage="dynamics")
     latent_dim, state_size = batch.model.vae.latent_dim, batch.model.dynamics.hidden_size
-    learner = Learner(params, latent_dim, state_size, len(batch.action_ids))
+    learner = Learner(params, latent_dim, state_size, len(batch.action_ids), batch.frames_per_step)
     context_rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     print(
@@ -268,7 +262,7 @@ def dream_rate(batch: DreamBatch, actor: Actor | None, starts: np.ndarray, seed:
             chosen = sample_actions(logits, torch.rand(batch.size, generator=generator))
         rewards, game_over = batch.advance(chosen)
         total += float(rewards[alive].sum())
-        frames += int(alive.sum())
+        frames += int(alive.sum()) * batch.frames_per_step
         alive &= game_over <= 0.5
         if not alive.any():
             break

@@ -12,6 +12,7 @@ many, with gymnasium's next-step autoreset.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,12 +76,17 @@ class Contexts:
 
 
 class DreamBatch:
-    """B dreams stepped together. Actions are indices into the game's minimal action set."""
+    """B dreams stepped together. Actions are indices into the game's minimal action set; each
+    step imagines the world model's K frames (`dynamics.frames_per_step`) with the action held
+    for all of them (Atari's action repeat), and a dream is truncated after `horizon` frames,
+    rounded up to whole steps."""
 
     def __init__(
         self, model: WorldModel, contexts: Contexts, action_ids: tuple[int, ...], size: int, horizon: int
     ):
-        self.model, self.contexts, self.size, self.horizon = model.eval(), contexts, size, horizon
+        self.model, self.contexts, self.size = model.eval(), contexts, size
+        self.frames_per_step = model.frames_per_step
+        self.horizon = math.ceil(horizon / self.frames_per_step)  # steps
         self.action_ids = torch.tensor(action_ids)
         self.latents = torch.zeros(size, model.vae.latent_dim)  # (B, D)
         self.hidden = torch.zeros(1, size, model.dynamics.hidden_size)  # (1, B, H)
@@ -107,8 +113,9 @@ class DreamBatch:
 
     @torch.no_grad()
     def advance(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """actions (B,) minimal-set indices → expected rewards (B,) and game-over probabilities (B,)."""
-        full_actions = self.action_ids[actions.long()]
+        """actions (B,) minimal-set indices, each held for the step's K frames → expected
+        rewards (B,) and game-over probabilities (B,) of the step."""
+        full_actions = self.action_ids[actions.long()][:, None].expand(-1, self.frames_per_step)
         self.latents, self.hidden = self.model.step(self.latents, full_actions, self.hidden)
         reward_probs, game_over_probs = self.model.dynamics.events.probabilities(self.hidden[-1])
         self.steps += 1
@@ -180,9 +187,9 @@ class DreamEnv(gymnasium.Env):
     """One dream of `game` (e.g. `gymnasium.make("ArcadeDreamer/Breakout-Dream-v0")`).
 
     kwargs: model (a dynamics checkpoint or models:/ URI; default the registry's @champion), params
-    (params.yaml), observation ("frame", "latent" or "latent_and_state"), horizon (steps until
-    truncation; default controller.horizon), contexts ("heldout" or "training").
-    """
+    (params.yaml), observation ("frame", "latent" or "latent_and_state"), horizon (frames until
+    truncation; default controller.horizon), contexts ("heldout" or "training"). One step is the
+    world model's `dynamics.frames_per_step` frames, the action held for each."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
@@ -212,7 +219,10 @@ class DreamEnv(gymnasium.Env):
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
         rewards, terminated, truncated = self.dream.step(np.array([int(action)]))
-        info = {"step": int(self.dream.steps[0])}
+        info = {
+            "step": int(self.dream.steps[0]),
+            "frames": int(self.dream.steps[0]) * self.dream.frames_per_step,
+        }
         return (
             self.dream.observe(self.kind)[0],
             float(rewards[0]),

@@ -88,7 +88,7 @@ def dream_returns(
             actions = chosen.reshape(-1)
         rewards, terminated, _ = batch.step(actions)
         returns += np.where(alive, rewards, 0.0)
-        frames += alive
+        frames += alive * batch.frames_per_step
         alive &= ~terminated
         if not alive.any():
             break

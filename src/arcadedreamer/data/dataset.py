@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from arcadedreamer.data.preprocessing import (
+    NO_REWARD,
     episode_ids,
     game_over_frames,
     reward_classes,
@@ -173,26 +174,47 @@ def pooled_mean_and_std(
 
 
 def sequence_starts(
-    episodes: Episodes, stack_size: int, seq_len: int, mask: np.ndarray, stride: int = 1
+    episodes: Episodes,
+    stack_size: int,
+    seq_len: int,
+    mask: np.ndarray,
+    stride: int = 1,
+    frames_per_step: int = 1,
 ) -> np.ndarray:
-    """Indices s where stacks s … s+seq_len all exist inside one episode of the split, one
-    every `stride` frames (long sequences overlap by most of their length even so)."""
+    """Indices s where stacks s, s+K, … s+seq_len×K all exist inside one episode of the split
+    (K = frames_per_step), one every `stride` frames (long sequences overlap by most of their
+    length even so)."""
     n = len(episodes)
+    span = seq_len * frames_per_step
     valid_stack = np.zeros(n, dtype=bool)
     valid_stack[stack_start_indices(episodes.episode_ends, stack_size)] = True
     ids = episodes.episode_id
-    starts = np.arange(max(0, n - seq_len))
-    ok = valid_stack[starts] & (ids[starts + seq_len] == ids[starts]) & mask[starts] & (starts % stride == 0)
+    starts = np.arange(max(0, n - span))
+    ok = valid_stack[starts] & (ids[starts + span] == ids[starts]) & mask[starts] & (starts % stride == 0)
     return starts[ok]
 
 
-class LatentSequences:
-    """Windows of seq_len+1 latents, the seq_len actions between them, the reward class each
-    action earned, whether it ended the game, and where each window starts in the recording."""
+def step_reward_classes(frame_classes: torch.Tensor) -> torch.Tensor:
+    """(…, K) reward classes of a step's K frames → (…) the class of the step: the sign of the
+    frames' signs summed (one brick in four frames is +, as one brick in one)."""
+    return torch.sign((frame_classes - NO_REWARD).sum(-1)) + NO_REWARD
 
-    def __init__(self, latents: torch.Tensor, episodes: Episodes, starts: np.ndarray, seq_len: int):
+
+class LatentSequences:
+    """Windows of seq_len+1 latents K frames apart (K = frames_per_step), the K actions of each
+    step between them, the reward class each step earned, whether it ended the game, and where
+    each window starts in the recording."""
+
+    def __init__(
+        self,
+        latents: torch.Tensor,
+        episodes: Episodes,
+        starts: np.ndarray,
+        seq_len: int,
+        frames_per_step: int = 1,
+    ):
         device = latents.device
-        self.latents, self.seq_len = latents, seq_len
+        self.latents, self.seq_len, self.frames_per_step = latents, seq_len, frames_per_step
         self.actions = episodes.actions.to(device)
         self.reward_classes = episodes.reward_classes.to(device)
         self.game_overs = episodes.game_overs.to(device)
@@ -204,20 +226,24 @@ class LatentSequences:
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, ...]]:
-        """(latents (B, T+1, D), actions (B, T), reward classes (B, T), game overs (B, T) float,
-        start frame indices (B,))."""
+        """(latents (B, T+1, D), actions (B, T, K) ((B, T) when K is 1), reward classes (B, T),
+        game overs (B, T) float, start frame indices (B,))."""
         order = (
             self.starts[torch.randperm(len(self.starts), generator=generator)]
             if generator is not None
             else self.starts
         )
-        steps = torch.arange(self.seq_len + 1)
+        k = self.frames_per_step
+        steps = torch.arange(self.seq_len + 1) * k
+        within = torch.arange(k).to(self.latents.device)
         for start in range(0, len(order), batch_size):
             index = (order[start : start + batch_size, None] + steps).to(self.latents.device)  # (B, T+1)
+            frames = index[:, :-1, None] + within  # (B, T, K): the frames each step's actions leave from
+            actions = self.actions[frames]
             yield (
                 self.latents[index],
-                self.actions[index[:, :-1]],
-                self.reward_classes[index[:, :-1]],
-                self.game_overs[index[:, 1:]].float(),
+                actions[..., 0] if k == 1 else actions,
+                step_reward_classes(self.reward_classes[frames]),
+                self.game_overs[frames + 1].any(-1).float(),
                 index[:, 0],
             )

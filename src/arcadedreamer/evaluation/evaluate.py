@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from arcadedreamer.config import MISS_METRICS, OBJECT_METRICS, EvaluationConfig, Params
-from arcadedreamer.data.dataset import game_overs, gather_stacks
+from arcadedreamer.data.dataset import game_overs, gather_stacks, step_reward_classes
 from arcadedreamer.data.objects import GAMES, ObjectBoxes, object_boxes
-from arcadedreamer.data.preprocessing import episode_ids, reward_classes, stack_start_indices
+from arcadedreamer.data.preprocessing import reward_classes, stack_start_indices
 from arcadedreamer.data.storage import REGENERATE_HELDOUT, GameData, load_game_data
 from arcadedreamer.errors import UserError
 from arcadedreamer.evaluation import metrics
@@ -111,12 +111,9 @@ def rollout_scores(
     horizons = length - context
     flat = windows.stacks.reshape(batch * length, *windows.stacks.shape[2:])
     true_latents = torch.cat([model.encode(chunk) for chunk in flat.split(512)]).reshape(batch, length, -1)
-    imagined = model.imagine(
+    decoded, imagined = model.imagine_frames(
         true_latents[:, :context], windows.actions[:, : context - 1], windows.actions[:, context - 1 :]
-    )  # (B, H, D)
-    decoded = model.decode(imagined.reshape(batch * horizons, -1))[:, -1].reshape(
-        batch, horizons, *flat.shape[-2:]
-    )
+    )  # (B, H, 64, 64), (B, H, D)
     recon = torch.cat(
         [model.decode(z) for z in true_latents[:, context:].reshape(batch * horizons, -1).split(512)]
     )
@@ -152,8 +149,12 @@ def rollout_scores(
                 )
                 for metric in (*OBJECT_METRICS, *MISS_METRICS):
                     scores[name][metric].append(getattr(found, metric))
+        # the latent of the step that drew frame h against the true latent of the stack it predicts
+        predicted_stack = context - 1 + model.frames_per_step * (h // model.frames_per_step + 1)
         scores["model"]["latent_mse"].append(
-            (imagined[:, h] - true_latents[:, context + h]).pow(2).mean().item()
+            (imagined[:, h] - true_latents[:, predicted_stack]).pow(2).mean().item()
+            if predicted_stack < length
+            else math.nan
         )
     return scores
 
@@ -167,32 +168,24 @@ def _object_truth(
 
 @torch.no_grad()
 def event_scores(model: WorldModel, data: GameData, stack_size: int) -> dict[str, float]:
-    """The reward and game-over heads on every held-out transition, the GRU fed the true latents
-    and actions of its episode from the episode's first full stack (`models/events.py`)."""
+    """The reward and game-over heads on every held-out step, the GRU fed the true latents and
+    actions of its episode from the episode's first full stack (`models/events.py`)."""
     all_latents = model.vae.encode_recording(torch.from_numpy(np.asarray(data.frames)), data.episode_ends)
     actions = torch.from_numpy(np.asarray(data.actions).astype(np.int64))
     true_rewards = torch.from_numpy(reward_classes(np.asarray(data.rewards)))
     true_game_overs = torch.from_numpy(game_overs(data))
     ends = np.asarray(data.episode_ends)
-    valid = stack_start_indices(ends, stack_size)
-    ids = episode_ids(ends)
-    predicted, truth, probabilities = ([], []), ([], []), []
-    for episode in np.unique(ids[valid]):
-        rows = valid[(ids[valid] == episode) & ~ends[valid]]  # frames an action leaves from
-        if len(rows) == 0:
-            continue
-        index = torch.from_numpy(rows)
-        states = model.dynamics.states(all_latents[index][None], actions[index][None])[0]  # (T, H)
-        reward_probs, game_over_probs = model.dynamics.events.probabilities(states)
-        rewards, game_over_flags = predicted_events(reward_probs, game_over_probs)
-        predicted[0].append(rewards)
-        predicted[1].append(game_over_flags)
-        probabilities.append(reward_probs)
-        truth[0].append(true_rewards[index])
-        truth[1].append(true_game_overs[index + 1])
+    steps, states = model.recorded_states(all_latents, actions, ends, stack_start_indices(ends, stack_size))
+    if len(steps) == 0:
+        raise UserError(
+            f"held-out {data.game}: no episode holds a whole step; raise heldout.frames_per_episode"
+        )
+    steps = torch.from_numpy(steps)  # (S, K): the frames each step's actions leave from
+    reward_probs, game_over_probs = model.dynamics.events.probabilities(states)
+    rewards, game_over_flags = predicted_events(reward_probs, game_over_probs)
     return {
-        **reward_scores(torch.cat(predicted[0]), torch.cat(truth[0]), torch.cat(probabilities)),
-        **game_over_scores(torch.cat(predicted[1]), torch.cat(truth[1])),
+        **reward_scores(rewards, step_reward_classes(true_rewards[steps]), reward_probs),
+        **game_over_scores(game_over_flags, true_game_overs[steps + 1].any(-1)),
     }
 
 
@@ -238,6 +231,7 @@ def evaluate_world_model(model: WorldModel, checkpoint: dict, params: Params) ->
             "context": cfg.context,
             "horizons": cfg.horizons,
             "checkpoint_epoch": checkpoint["epoch"],
+            "frames_per_step": model.frames_per_step,
         },
     }
     for game in params.data.games:

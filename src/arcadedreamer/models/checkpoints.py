@@ -33,8 +33,11 @@ ARCH = {
         "num_actions": "dynamics",
         "hidden_size": "dynamics",
         "head_size": "dynamics",
+        "frames_per_step": "dynamics",
     },
 }
+# What a checkpoint saved before an entry existed was trained with
+ARCH_DEFAULTS = {"frames_per_step": 1}
 
 
 def arch_of(params: Params, model: str) -> dict[str, int]:
@@ -169,9 +172,9 @@ def check_arch(checkpoint: dict, expected: dict[str, int], path: str | Path, key
     found = checkpoint.get(key, {})
     section = {**ARCH["vae"], **ARCH["dynamics"]}
     diffs = [
-        f"{section.get(name, '?')}.{name}={found.get(name)} (params.yaml has {value})"
+        f"{section.get(name, '?')}.{name}={found.get(name, ARCH_DEFAULTS.get(name))} (params.yaml has {value})"
         for name, value in expected.items()
-        if found.get(name) != value
+        if found.get(name, ARCH_DEFAULTS.get(name)) != value
     ]
     if diffs:
         raise UserError(
@@ -191,7 +194,13 @@ def check_trained_on(checkpoint: dict, game: str, path: str | Path) -> None:
 
 
 def dynamics_from_arch(arch: dict[str, int]) -> Dynamics:
-    return Dynamics(arch["latent_dim"], arch["num_actions"], arch["hidden_size"], arch["head_size"])
+    return Dynamics(
+        arch["latent_dim"],
+        arch["num_actions"],
+        arch["hidden_size"],
+        arch["head_size"],
+        arch.get("frames_per_step", ARCH_DEFAULTS["frames_per_step"]),
+    )
 
 
 # What a controller checkpoint keeps of the dynamics checkpoint it dreamt with: the world model.

@@ -88,9 +88,11 @@ def population_logits(flat_weights: torch.Tensor, features: torch.Tensor) -> tor
 
 class Agent:
     """A controller acting in the real game: it feeds the world model's GRU the latent of each
-    real frame stack and the action it took, as in its dream (its own state, apart from any
+    real frame stack and the actions it took, as in its dream (its own state, apart from any
     other use of the model). It chooses as it was trained to: the argmax, or a draw from the
-    softmax of its logits, and with probability `epsilon` a uniformly random action (seeded)."""
+    softmax of its logits, and with probability `epsilon` a uniformly random action (seeded).
+    With a world model of K frames a step it chooses every K-th frame and holds the action for
+    the K, as its dream did."""
 
     def __init__(
         self,
@@ -105,7 +107,7 @@ class Agent:
         self.action_ids = torch.tensor(action_ids)  # minimal action index → ALE full-action id
         self.choice, self.epsilon = choice, epsilon
         self.generator = torch.Generator().manual_seed(seed)
-        self.hidden: torch.Tensor | None = None
+        self.reset()
 
     @classmethod
     def from_checkpoint(
@@ -122,12 +124,26 @@ class Agent:
         )
 
     def reset(self) -> None:
-        self.hidden = None
+        self.hidden: torch.Tensor | None = None
+        self.frame = 0  # frames played since the reset
+        self.held = torch.zeros(0, dtype=torch.long)  # (B,) the current step's actions
+        self.step_latents: torch.Tensor | None = None  # (B, D) the stack the current step left from
 
     @torch.no_grad()
     def act(self, stacks: torch.Tensor) -> torch.Tensor:
         """stacks (B, 4, 64, 64) in [0, 1], the newest real frames → ALE full-action ids (B,)."""
-        latents = self.model.encode(stacks)
+        frames_per_step = self.model.frames_per_step
+        if self.frame % frames_per_step == 0:
+            latents = self.model.encode(stacks)
+            if self.step_latents is not None:  # the step just played: the GRU sees what it did
+                step_actions = self.held[:, None].expand(-1, frames_per_step)
+                _, self.hidden = self.model.step(self.step_latents, step_actions, self.hidden)
+            self.held, self.step_latents = self.choose(latents), latents
+        self.frame += 1
+        return self.held
+
+    def choose(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, D) of the real stacks a step leaves from → ALE full-action ids (B,)."""
         states = (
             self.hidden[-1]
             if self.hidden is not None
@@ -141,6 +157,4 @@ class Agent:
         if self.epsilon > 0:
             draws, random_actions = exploration_draws(len(logits), len(self.action_ids), self.generator)
             chosen = explore(chosen, self.epsilon, draws, random_actions)
-        actions = self.action_ids[chosen]
-        _, self.hidden = self.model.step(latents, actions, self.hidden)
-        return actions
+        return self.action_ids[chosen]

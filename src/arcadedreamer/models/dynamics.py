@@ -80,20 +80,28 @@ class EventHeads(nn.Module):
 
 
 class Dynamics(nn.Module):
-    """Input latent (64) + one-hot action (18) = 82 → GRU(256) → next latent (64), and from the
-    GRU state the reward sign and game over of that step (`EventHeads`).
+    """Input latent (64) + K one-hot actions (K × 18) → GRU(256) → the latent of the stack those
+    K actions lead to (64), and from the GRU state the reward sign and game over of that step
+    (`EventHeads`). K = `frames_per_step`: 1 is the original (one step a frame); 4 steps as the
+    Atari world models of the literature do, so a 50-frame dream is 13 steps, not 50.
 
     The head predicts the change of latent and adds it to the input latent: the output is
     still the next latent, but "nothing moves" is the zero function, which is the right prior
-    for Atari at frameskip 1 where most of the frame stays put.
+    for Atari, where most of the frame stays put.
     """
 
     def __init__(
-        self, latent_dim: int = 64, num_actions: int = 18, hidden_size: int = 256, head_size: int = 128
+        self,
+        latent_dim: int = 64,
+        num_actions: int = 18,
+        hidden_size: int = 256,
+        head_size: int = 128,
+        frames_per_step: int = 1,
     ):
         super().__init__()
         self.latent_dim, self.num_actions, self.hidden_size = latent_dim, num_actions, hidden_size
-        self.gru = nn.GRU(latent_dim + num_actions, hidden_size, batch_first=True)
+        self.frames_per_step = frames_per_step
+        self.gru = nn.GRU(latent_dim + frames_per_step * num_actions, hidden_size, batch_first=True)
         self.head = nn.Linear(hidden_size, latent_dim)
         self.events = EventHeads(
             hidden_size, head_size
@@ -108,24 +116,35 @@ class Dynamics(nn.Module):
         otherwise shrink the latent model's steps through one shared norm."""
         return [self.world_parameters(), list(self.events.parameters())]
 
+    def inputs(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """latents (…, D), actions (…, K) full-action ids (or (…) when K is 1) → GRU inputs
+        (…, D + K × A)."""
+        if self.frames_per_step == 1 and actions.dim() == latents.dim() - 1:
+            actions = actions.unsqueeze(-1)
+        if actions.shape != (*latents.shape[:-1], self.frames_per_step):
+            raise ValueError(
+                f"actions of shape {tuple(actions.shape)} for latents {tuple(latents.shape)}: "
+                f"a step takes {self.frames_per_step} actions"
+            )
+        actions_onehot = F.one_hot(actions.long(), self.num_actions).to(latents.dtype).flatten(-2)
+        return torch.cat([latents, actions_onehot], dim=-1)
+
     def step(
         self, latents: torch.Tensor, actions: torch.Tensor, hidden: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """latents: (B, latent_dim), actions: (B,) full-action ids, hidden: (1, B, H) or None
-        → next latents (B, latent_dim), hidden (1, B, H)."""
-        actions_onehot = F.one_hot(actions.long(), self.num_actions).to(latents.dtype)
-        inputs = torch.cat([latents, actions_onehot], dim=-1).unsqueeze(1)  # (B, 1, 82)
-        output, hidden = self.gru(inputs, hidden)
+        """latents: (B, latent_dim), actions: (B, K) full-action ids ((B,) when K is 1), hidden:
+        (1, B, H) or None → next latents (B, latent_dim), hidden (1, B, H)."""
+        output, hidden = self.gru(self.inputs(latents, actions).unsqueeze(1), hidden)
         return latents + self.head(output[:, 0]), hidden
 
     def states(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced: latents (B, T, D), actions (B, T) → GRU states after each step (B, T, H)."""
-        actions_onehot = F.one_hot(actions.long(), self.num_actions).to(latents.dtype)
-        output, _ = self.gru(torch.cat([latents, actions_onehot], dim=-1))
+        """Teacher-forced: latents (B, T, D), actions (B, T, K) ((B, T) when K is 1) → GRU
+        states after each step (B, T, H)."""
+        output, _ = self.gru(self.inputs(latents, actions))
         return output
 
     def forward(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced: latents (B, T, D), actions (B, T) → predicted next latents (B, T, D)."""
+        """Teacher-forced: latents (B, T, D), actions (B, T[, K]) → predicted next latents (B, T, D)."""
         return latents + self.head(self.states(latents, actions))
 
     def compute_loss(
@@ -145,10 +164,10 @@ class Dynamics(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Scheduled sampling over a sequence, and the event heads on the states it visits.
 
-        latents: (B, T+1, D) true latents; actions: (B, T) actions taken from latents[:, t];
-        reward_classes: (B, T) int the sign class each action earned; game_overs: (B, T) float,
-        1 where the action ended the game; starts: (B,) the frame index of each sequence's first
-        latent (needed by `decoded` only). Step t's input is the true latent for t < burn_in;
+        latents: (B, T+1, D) true latents, K frames apart; actions: (B, T, K) the actions taken
+        from latents[:, t] ((B, T) when K is 1); reward_classes: (B, T) int the sign class each
+        step earned; game_overs: (B, T) float, 1 where the step ended the game; starts: (B,) the
+        frame index of each sequence's first latent (needed by `decoded` only). Step t's input is the true latent for t < burn_in;
         afterwards, with probability `sampling_prob` per (sequence, step), the model's own previous
         prediction instead (1: open loop after the burn-in, as the dream runs). The latent loss is
         the MSE between every prediction and the true next latent; with `decoded`, a few of the
@@ -159,7 +178,7 @@ class Dynamics(nn.Module):
         cross-entropies (`reward_weights` per class, `game_over_weight` on game overs) that
         balance the rare events.
         """
-        batch, steps = actions.shape
+        batch, steps = actions.shape[:2]
         use_prediction = scheduled_sampling_mask(batch, steps, sampling_prob, burn_in, generator)
         use_prediction = use_prediction.to(latents.device)
         hidden = None
@@ -190,7 +209,8 @@ class Dynamics(nn.Module):
                 raise ValueError("the decoded-frame loss needs each sequence's start frame")
             rows, chosen = decoded_steps(batch, steps, burn_in, decoded.samples, generator)  # (K,) each
             rows, chosen = rows.to(latents.device), chosen.to(latents.device)
-            frame_index = starts.to(latents.device)[rows] + chosen + 1  # the stack each one predicts
+            # the stack each one predicts: K frames after the one it stepped from
+            frame_index = starts.to(latents.device)[rows] + (chosen + 1) * self.frames_per_step
             frame_loss = decoded(predicted[rows, chosen].float(), frame_index)
         # After the burn-in: the model's predictions against copying the last latent it saw for real.
         after = targets[:, burn_in - 1 :].float()

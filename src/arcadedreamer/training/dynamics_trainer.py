@@ -123,17 +123,18 @@ def dynamics_stage(
     episodes.frames = episodes.frames.to(device)
     with autocast(device, train_cfg.precision):
         latents = vae.encode_recording(episodes.frames, episodes.episode_ends)
-    stack, seq_len, stride = params.data.stack_size, cfg.seq_len, cfg.sequence_stride
-    train_set = LatentSequences(
-        latents, episodes, sequence_starts(episodes, stack, seq_len, ~val_mask, stride), seq_len
-    )
-    val_set = LatentSequences(
-        latents, episodes, sequence_starts(episodes, stack, seq_len, val_mask, stride), seq_len
+    stack, seq_len, stride, k = params.data.stack_size, cfg.seq_len, cfg.sequence_stride, cfg.frames_per_step
+    train_set, val_set = (
+        LatentSequences(
+            latents, episodes, sequence_starts(episodes, stack, seq_len, mask, stride, k), seq_len, k
+        )
+        for mask in (~val_mask, val_mask)
     )
     reward_weights, game_over_weight = event_weights(episodes, ~val_mask, cfg.max_event_weight, device)
     if len(train_set) == 0:
         raise UserError(
-            f"no training sequences of dynamics.seq_len={cfg.seq_len}: collect longer episodes or shorten seq_len"
+            f"no training sequences of dynamics.seq_len={cfg.seq_len} steps of {k} frames: collect "
+            "longer episodes or shorten seq_len"
         )
     if len(val_set) == 0:
         val_set = train_set
@@ -196,8 +197,9 @@ def dynamics_stage(
     def log_open_loop(epoch: int) -> None:
         """Real (top) and imagined (bottom) frames of one validation sequence, open loop after the
         burn-in: the run's own picture of how long its dream keeps the game."""
-        index = (preview_start[:, None] + torch.arange(cfg.seq_len + 1)).to(device)
-        sequence, actions = latents[index], episodes.actions.to(device)[index[:, :-1]]
+        index = (preview_start[:, None] + k * torch.arange(cfg.seq_len + 1)).to(device)
+        sequence = latents[index]
+        actions = episodes.actions.to(device)[index[:, :-1, None] + torch.arange(k, device=device)]
         model.eval()
         hidden, current, imagined = None, sequence[:, 0], []
         for t in range(cfg.seq_len):
@@ -243,7 +245,7 @@ def dynamics_stage(
         lineage=lambda: vae_lineage(vae_state),
         description=(
             f"Dynamics (GRU {cfg.hidden_size}), {cfg.epochs} epochs on the latents of VAE "
-            f"{vae_path.name}: sequences of {cfg.seq_len} steps, burn-in {cfg.burn_in}, self-feeding "
+            f"{vae_path.name}: sequences of {cfg.seq_len} steps of {k} frames, burn-in {cfg.burn_in}, self-feeding "
             f"{cfg.scheduled_sampling_prob:g}→{cfg.scheduled_sampling_final:g}, decoded loss "
             f"{cfg.decoded_loss_weight:g}; {', '.join(episodes.games)}, data {dhash[:12]}"
         ),

@@ -100,8 +100,7 @@ def dream(
     stacks = gather_stacks(frames, rows, stack_size)  # (C, S, 64, 64)
     latents = model.encode(stacks)[None]  # (1, C, D)
     recorded = torch.from_numpy(np.asarray(data.actions[rows[:-1].numpy()]).astype(np.int64))[None]
-    imagined = model.imagine(latents, recorded, torch.tensor([actions]))  # (1, T, D)
-    dreamed = model.decode(imagined[0])[:, -1]  # (T, 64, 64)
+    dreamed = model.imagine_frames(latents, recorded, torch.tensor([actions]))[0][0]  # (T, 64, 64)
     real = real_continuation(data, first, last_context, actions)
     return Dream(
         context_frames=np.asarray(data.frames[first + start : last_context + 1]),

@@ -3,8 +3,11 @@
 Predicted is the model's guess of the current frame from the previous real frames and the
 action just taken. In dream mode (`--dream`, or D) the model runs on its own predictions from
 the moment it is switched on, driven by the player's keys, while the real game goes on beside
-it with the same actions. `--headless` runs the same loop with the SDL dummy driver and a
-seeded random policy, for tests and screenshots.
+it with the same actions. A world model of K frames a step (`dynamics.frames_per_step`) is
+stepped every K-th frame with the action pressed then, held for the K frames in the real game
+too (Atari's action repeat), and its K predicted frames are shown one a frame beside them.
+`--headless` runs the same loop with the SDL dummy driver and a seeded random policy, for tests
+and screenshots.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class PlaySession:
     dream_latent: torch.Tensor | None = field(init=False, default=None)
     recorded: dict[str, list] = field(init=False)
     last_action: int = field(init=False, default=0)
+    step_action: int = field(init=False, default=0)  # held for the model's current step
+    upcoming: list[np.ndarray] = field(init=False, default_factory=list)  # this step's frames still to show
 
     def __post_init__(self) -> None:
         self.emulator = Emulator(self.game, self.frame_size)
@@ -68,6 +73,7 @@ class PlaySession:
         self.frames = [frame]
         self.predicted = frame
         self.error, self.hidden, self.dream_latent = float("nan"), None, None
+        self.upcoming = []
         self._record(frame)
 
     def _record(self, frame: np.ndarray) -> None:
@@ -91,18 +97,26 @@ class PlaySession:
     def toggle_dream(self) -> None:
         self.dream = not self.dream
         self.dream_latent = None
+        self.upcoming = []
 
     @torch.no_grad()
     def step(self, action: int) -> bool:
-        """Advance the game and the model by one action; returns True when the episode ended."""
-        if self.dream and self.dream_latent is not None:
-            latent = self.dream_latent  # the model's own previous prediction
-        else:
-            latent = self._latest_latent()
-        next_latent, self.hidden = self.model.step(latent, torch.tensor([action]), self.hidden)
-        if self.dream:
-            self.dream_latent = next_latent
-        self.predicted = to_uint8(self.model.decode(next_latent)[0, -1])
+        """Advance the game by one frame, and the model by one step when a step begins (then
+        `action` is held for its K frames); returns True when the episode ended."""
+        frames_per_step = self.model.frames_per_step
+        if not self.upcoming:
+            if self.dream and self.dream_latent is not None:
+                latent = self.dream_latent  # the model's own previous prediction
+            else:
+                latent = self._latest_latent()
+            step_actions = torch.full((1, frames_per_step), int(action))
+            next_latent, self.hidden = self.model.step(latent, step_actions, self.hidden)
+            if self.dream:
+                self.dream_latent = next_latent
+            self.upcoming = list(to_uint8(self.model.frames_of(next_latent[:, None])[0]))
+            self.step_action = int(action)
+        action = self.step_action
+        self.predicted = self.upcoming.pop(0)
         self.recorded["actions"][-1] = int(action)
         frame, reward, done = self.emulator.step(action)
         self.recorded["rewards"][-1] = reward
