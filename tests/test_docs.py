@@ -55,6 +55,27 @@ def test_every_results_file_says_where_its_figures_come_from():
         assert '"measured"' in text or '"date"' in text, f"{path.name} has no date"
 
 
+def test_a_run_measured_elsewhere_says_where_under_the_table():
+    """A row added later on another machine or commit must not borrow the file's provenance."""
+    tool = results_tool()
+    xeon = {"cpu": "Intel Xeon", "cores": 2}
+    results = {
+        "commit": {"commit": "321ab2e" + "0" * 33, "dirty": False},
+        "machine": xeon,
+        "runs": [
+            {"row": "original", "seed": 0, "date": "2026-12-02T10:00:00"},
+            {"row": "four-frames", "seed": 0, "date": "2026-12-03T02:00:00",
+             "commit": {"commit": "d3115a7" + "0" * 33, "dirty": True}, "machine": {"cpu": "AMD EPYC", "cores": 2}},
+        ],
+    }  # fmt: skip
+    line = tool.provenance_line(results)
+    assert "commit 321ab2e; Intel Xeon, 2 cores" in line
+    assert "four-frames seed 0: commit d3115a7 (uncommitted changes), AMD EPYC, 2 cores" in line
+    assert "measured 2026-12-02 to 2026-12-03" in line
+    del results["runs"][1]["commit"], results["runs"][1]["machine"]
+    assert "AMD" not in tool.provenance_line(results)
+
+
 def test_the_readme_is_the_front_door():
     lines = (PROJECT_ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 250

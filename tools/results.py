@@ -85,13 +85,11 @@ def record(
     }
     if controller:
         run["controller"] = json.loads((workspace / params["controller"]["metrics_file"]).read_text())
-    results = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    results.update(
-        command=command,
-        commit=provenance.git_state(workspace),
-        machine=provenance.machine(),
-        versions=provenance.versions(),
-    )
+    state = {"commit": provenance.git_state(workspace), "machine": provenance.machine()}
+    results = json.loads(path.read_text()) if path.exists() else {"runs": [], **state}
+    if any(short_provenance(results, key) != short_provenance(state, key) for key in state):
+        run.update(state)  # measured elsewhere than the file's other runs: the run says where
+    results.update(command=command, versions=provenance.versions())
     results["runs"] = [r for r in results["runs"] if (r["row"], r["seed"]) != (row, seed)] + [run]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, results)
@@ -264,14 +262,25 @@ def training_curve(curves: list[tuple[str, dict]], path: Path) -> None:
 BLOCK = re.compile(r"(<!-- results: (?P<file>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
+def short_provenance(record: dict, key: str) -> str | None:
+    """A file's or a run's commit ("abc1234 (uncommitted changes)") or machine ("CPU, 2 cores")."""
+    value = record.get(key)
+    if isinstance(value, dict) and key == "commit":
+        return value["commit"][:7] + (" (uncommitted changes)" if value.get("dirty") else "")
+    if isinstance(value, dict) and key == "machine":
+        return f"{value['cpu']}, {value['cores']} cores"
+    return value
+
+
 def provenance_line(results: dict) -> str:
-    """Where a table's figures come from, in one line under it."""
-    commit = results.get("commit")
-    if isinstance(commit, dict):
-        commit = commit["commit"][:7] + (" (uncommitted changes)" if commit.get("dirty") else "")
-    machine = results.get("machine")
-    if isinstance(machine, dict):
-        machine = f"{machine['cpu']}, {machine['cores']} cores"
+    """Where a table's figures come from, in one line under it; runs measured elsewhere than
+    the file's others (their own commit or machine) are named after it."""
+    commit, machine = short_provenance(results, "commit"), short_provenance(results, "machine")
+    elsewhere: dict[str, list[str]] = {}
+    for run in results.get("runs", []):
+        if "commit" in run or "machine" in run:
+            where = f"commit {short_provenance(run, 'commit')}, {short_provenance(run, 'machine')}"
+            elsewhere.setdefault(where, []).append(f"{run['row']} seed {run['seed']}")
     dates = sorted({run["date"][:10] for run in results.get("runs", [])}) or [results.get("measured", "?")]
     parts = [
         f"measured {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else ""),
@@ -280,6 +289,7 @@ def provenance_line(results: dict) -> str:
         f"`{results['command']}`" if results.get("command") else None,
         results.get("wall_time"),
     ]
+    parts += [f"{', '.join(runs)}: {where}" for where, runs in elsewhere.items()]
     line = "Source: " + "; ".join(p for p in parts if p) + "."
     if results.get("note"):
         line += " " + results["note"]
