@@ -187,13 +187,14 @@ def train_controller(params: Params, model_path: str | Path | None = None, progr
     context_rng = np.random.default_rng(cfg.seed)
     print(
         f"controller: {dims} weights on the {cfg.features.replace('_', ' ')}, CMA-ES {cfg.population} candidates x {cfg.rollouts} dreams of "
-        f"{cfg.horizon} steps ({cfg.contexts} contexts, ε {cfg.epsilon:g}), {cfg.generations} generations"
+        f"{cfg.horizon} frames ({batch.horizon} steps of {batch.frames_per_step}; {cfg.contexts} contexts, "
+        f"ε {cfg.epsilon:g}), {cfg.generations} generations"
     )
     report_every = max(1, cfg.generations // 20)
     curve: list[dict[str, float]] = []
     description = (
         f"World Models controller for {cfg.game}: CMA-ES, {cfg.population} x {cfg.rollouts} dreams of "
-        f"{cfg.horizon} steps, {cfg.generations} generations, in world model {model_path.name}; scored "
+        f"{cfg.horizon} frames, {cfg.generations} generations, in world model {model_path.name}; scored "
         f"in {cfg.eval_episodes} real games"
     )
     with tracking.stage_run("controller", params, description=description) as run_id:
