@@ -111,8 +111,9 @@ def scorecard(path: Path, workspace: Path, seconds: float, command: str) -> dict
         return [title] + [fmt.format(scores[key.format(h=h)]).replace("-", "−") for h in horizons]
 
     minutes, rest = divmod(round(seconds), 60)
+    target = command.split("&&")[-1].strip() or "make quickstart"  # e.g. "make quickstart-long"
     results = {
-        "title": f"make quickstart from a clean clone: held-out {game}, {scores['windows']} open-loop rollouts",
+        "title": f"{target} from a clean clone: held-out {game}, {scores['windows']} open-loop rollouts",
         "measured": dt.datetime.now(dt.timezone.utc).date().isoformat(),
         "commit": provenance.git_state(workspace),
         "machine": provenance.machine(),

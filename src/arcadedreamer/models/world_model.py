@@ -69,10 +69,10 @@ class WorldModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """As `imagine`, frame by frame: actions (B, T) → imagined frames (B, T, 64, 64) in
         [0, 1], and the latent of the step that drew each (B, T, D)."""
+        frames = actions.shape[1]
         steps = self.imagine(context_latents, context_actions, actions)  # (B, S, D)
-        return self.frames_of(steps)[:, : actions.shape[1]], steps.repeat_interleave(
-            self.frames_per_step, dim=1
-        )[:, : actions.shape[1]]
+        step_of_each_frame = steps.repeat_interleave(self.frames_per_step, dim=1)  # (B, S × K, D)
+        return self.frames_of(steps)[:, :frames], step_of_each_frame[:, :frames]
 
     @torch.no_grad()
     def recorded_states(
