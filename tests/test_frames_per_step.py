@@ -175,3 +175,34 @@ def test_play_steps_the_model_once_a_step_and_shows_each_of_its_frames(world):
     assert any(not np.array_equal(shown[0], frame) for frame in shown[1:4]), (
         "four frames, not one shown four times"
     )
+
+
+def test_the_controller_and_the_agent_learn_in_a_four_frame_dream(world):
+    """Both stages on the four-frame world model: their dreams count frames (a step is four),
+    the agent's life-loss head learns on steps, and both score whole real games."""
+    root, _, params = world
+    from arcadedreamer.control.agent import train_agent
+    from arcadedreamer.control.train import train_controller
+
+    model = ckpt.final_checkpoint_path(params, "dynamics")
+    controller = train_controller(params, model, progress=False)
+    agent = train_agent(params, model, progress=False)
+    for report in (controller, agent):
+        assert len(report["real_returns"]) == 2 and np.isfinite(report["real_reward_rate"])
+        assert np.isfinite(report["dream_reward_rate"])
+    # a dream of the controller's 6-frame horizon is two steps of four: 8 frames lived, at most
+    from arcadedreamer.control.agent import fit_life_loss
+    from arcadedreamer.control.dream_env import open_dream
+    from arcadedreamer.control.train import dream_returns
+
+    batch, _ = open_dream(GAME, model, params, "latent_and_state", 6, "heldout", 4)
+    assert batch.horizon == 2 and batch.frames_per_step == K
+    lived = dream_returns(batch, None, batch.contexts.starts[:4])["frames"]
+    assert (lived % K == 0).all() and K <= lived.min() and lived.max() <= 8
+    _, life = fit_life_loss(batch, params)
+    frames = len(batch.contexts.latents)
+    assert frames / K - 10 <= life["life_loss_steps"] <= frames / K  # one labelled state a step
+    written = json.loads((root / "metrics/agent.json").read_text())
+    assert written["eval_episodes"] == 2 and (root / "checkpoints/agent/agent.pt").exists()
+    actor, world_model, _ = ckpt.load_controller(root / "checkpoints/agent/agent.pt")
+    assert world_model.frames_per_step == K  # the agent plays as it dreamt: four frames an action
