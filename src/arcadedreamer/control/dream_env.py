@@ -115,8 +115,8 @@ class DreamBatch:
     def advance(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """actions (B,) minimal-set indices, each held for the step's K frames → expected
         rewards (B,) and game-over probabilities (B,) of the step."""
-        full_actions = self.action_ids[actions.long()][:, None].expand(-1, self.frames_per_step)
-        self.latents, self.hidden = self.model.step(self.latents, full_actions, self.hidden)
+        full_actions = self.action_ids[actions.long()]
+        self.latents, self.hidden = self.model.step_held(self.latents, full_actions, self.hidden)
         reward_probs, game_over_probs = self.model.dynamics.events.probabilities(self.hidden[-1])
         self.steps += 1
         return expected_rewards(reward_probs), game_over_probs

@@ -132,12 +132,10 @@ class Agent:
     @torch.no_grad()
     def act(self, stacks: torch.Tensor) -> torch.Tensor:
         """stacks (B, 4, 64, 64) in [0, 1], the newest real frames → ALE full-action ids (B,)."""
-        frames_per_step = self.model.frames_per_step
-        if self.frame % frames_per_step == 0:
+        if self.frame % self.model.frames_per_step == 0:
             latents = self.model.encode(stacks)
             if self.step_latents is not None:  # the step just played: the GRU sees what it did
-                step_actions = self.held[:, None].expand(-1, frames_per_step)
-                _, self.hidden = self.model.step(self.step_latents, step_actions, self.hidden)
+                _, self.hidden = self.model.step_held(self.step_latents, self.held, self.hidden)
             self.held, self.step_latents = self.choose(latents), latents
         self.frame += 1
         return self.held

@@ -38,6 +38,12 @@ class WorldModel(nn.Module):
         return self.dynamics.step(latents, actions, hidden)
 
     @torch.no_grad()
+    def step_held(self, latents: torch.Tensor, actions: torch.Tensor, hidden: torch.Tensor | None = None):
+        """One imagined step with each action held for its K frames (Atari's action repeat):
+        latents (B, D), actions (B,) → next latents (B, D), hidden."""
+        return self.dynamics.step(latents, actions[:, None].expand(-1, self.frames_per_step), hidden)
+
+    @torch.no_grad()
     def warm_up(self, context_latents: torch.Tensor, context_actions: torch.Tensor):
         """Feed real latents (B, C, D) of C consecutive stacks with the actions taken from them
         (B, C-1); the GRU steps through every K-th (`context_steps`).

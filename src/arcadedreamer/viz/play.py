@@ -103,14 +103,12 @@ class PlaySession:
     def step(self, action: int) -> bool:
         """Advance the game by one frame, and the model by one step when a step begins (then
         `action` is held for its K frames); returns True when the episode ended."""
-        frames_per_step = self.model.frames_per_step
         if not self.upcoming:
             if self.dream and self.dream_latent is not None:
                 latent = self.dream_latent  # the model's own previous prediction
             else:
                 latent = self._latest_latent()
-            step_actions = torch.full((1, frames_per_step), int(action))
-            next_latent, self.hidden = self.model.step(latent, step_actions, self.hidden)
+            next_latent, self.hidden = self.model.step_held(latent, torch.tensor([action]), self.hidden)
             if self.dream:
                 self.dream_latent = next_latent
             self.upcoming = list(to_uint8(self.model.frames_of(next_latent[:, None])[0]))
