@@ -30,6 +30,15 @@ from conftest import run_cli, write_params
 GAME = "BreakoutNoFrameskip-v4"
 
 
+def nan_to_null(value):
+    """A report as strict JSON writes it: NaN as null, also inside lists and dicts."""
+    if isinstance(value, dict):
+        return {k: nan_to_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_to_null(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def column(*values: float) -> torch.Tensor:
     """(T, 1): one dream's values over time."""
     return torch.tensor(values, dtype=torch.float64)[:, None]
@@ -186,8 +195,9 @@ def test_agent_stage_learns_in_the_dream_scores_in_the_real_game_and_registers(t
     summary = train_agent(params, model, progress=False)
     report = json.loads(open(params.agent.metrics_file).read())
     # the report is the summary, with a ratio of nothing played written as null (strict JSON)
-    written = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
-    assert report == json.loads(json.dumps({k: v for k, v in written.items() if k != "registered_version"}))
+    written = nan_to_null({k: v for k, v in summary.items() if k != "registered_version"})
+    assert report == json.loads(json.dumps(written))
+    assert report["rounds"] == 0 and [r["round"] for r in report["round_scores"]] == [0]
     assert len(report["real_returns"]) == 2 and report["eval_episodes"] == 2
     assert report["beats_random"] == (report["real_minus_random"] - report["real_minus_random_ci95"] > 0)
     assert set(report["constant_return_means"]) == {"NOOP", "FIRE", "RIGHT", "LEFT"}
@@ -266,3 +276,91 @@ def test_a_lost_life_ends_a_dream_and_is_learnt_from_the_recorded_ram(trained, t
         batch,
         load_params(write_params(tmp_path / "off", {**raw, "agent": {**raw["agent"], "life_loss": False}})),
     ) == (None, {})
+
+
+def test_rounds_of_real_play_grow_the_data_fine_tune_the_world_and_go_on_learning(trained, tmp_path, capsys):
+    """Two rounds on the tiny world model: each records the agent's own real games (replayable
+    from their seeds and actions), fine-tunes the world model on the grown data, and goes on
+    from the last round's agent; one MLflow run a round. Raising agent.rounds by one runs only
+    the new round; changing a round's setting runs them all again."""
+    import mlflow
+
+    from arcadedreamer.control.agent import train_agent
+    from arcadedreamer.data.dataset import data_hash, load_episodes
+    from arcadedreamer.data.emulator import replay
+    from arcadedreamer.data.storage import load_game_data
+    from arcadedreamer.training.dynamics_trainer import train_dynamics
+
+    raw = yaml.safe_load(trained.params_path.read_text())
+    raw["agent"] |= {"out_dir": str(tmp_path / "agent"), "metrics_file": str(tmp_path / "agent.json"),
+                     "contexts": "training", "rounds": 2, "round_episodes": 2, "round_dynamics_epochs": 1,
+                     "round_updates": 2, "eval_max_frames": 60, "constant_baselines": False}  # fmt: skip
+    raw["tracking"] |= {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "register_models": False}
+    params = load_params(write_params(tmp_path, raw))
+    model = ckpt.final_checkpoint_path(params, "dynamics")
+    summary = train_agent(params, model, progress=False, fine_tune=train_dynamics)
+    report = json.loads((tmp_path / "agent.json").read_text())
+    assert report["rounds"] == 2 and [r["round"] for r in report["round_scores"]] == [0, 1, 2]
+    assert (
+        report["round"] == 2 and report["real_return_mean"] == summary["round_scores"][-1]["real_return_mean"]
+    )
+
+    rounds_dir = tmp_path / "agent" / "rounds"
+    original = ckpt.load_checkpoint(model, stage="dynamics")
+    hashes, actors = [original["data_hash"]], []
+    for index in (1, 2):
+        folder = rounds_dir / f"round_{index}"
+        recording = load_game_data(folder / "data" / GAME)
+        assert recording.num_episodes == 2 and recording.manifest["episodes"] == 2
+        # the agent's real games: each replays from its reset seed and the recorded actions
+        for start, length, seed in recording.manifest["streams"]["rows"]:
+            assert seed == 3_000_000 + 1000 * index + (start > 0)
+            actions = recording.actions[start : start + length - 1]
+            _, frames = replay(GAME, seed, actions)
+            assert np.array_equal(frames, recording.frames[start : start + length])
+        world = ckpt.load_checkpoint(folder / "checkpoints/dynamics/dynamics_epoch_1.pt", stage="dynamics")
+        # fine-tuned on the collected data and every round's games so far, from the last world model
+        grown = load_episodes(params.data.out_dir, params.data.games,
+                              extra_roots=[rounds_dir / f"round_{i}" / "data" for i in range(1, index + 1)])  # fmt: skip
+        assert world["data_hash"] == data_hash(grown) and world["data_hash"] not in hashes
+        hashes.append(world["data_hash"])
+        assert str(world["fine_tuned_from"]).endswith("dynamics_epoch_1.pt" if index == 2 else model.name)
+        assert not torch.equal(world["model"]["gru.weight_hh_l0"], original["model"]["gru.weight_hh_l0"])
+        assert all(torch.equal(world["vae"][k], v) for k, v in original["vae"].items())  # the VAE frozen
+    for index in (0, 1, 2):
+        agent = ckpt.load_checkpoint(rounds_dir / f"round_{index}" / "agent.pt", stage="agent")
+        actors.append(agent["model"])
+        assert agent["world_model"]["data_hash"] == hashes[index]
+    # each round went on from the last: its optimiser has taken the earlier rounds' steps too
+    steps = [ckpt.load_checkpoint(rounds_dir / f"round_{i}" / "agent.pt")["actor_optimizer"]["state"][0]["step"]
+             for i in (0, 1, 2)]  # fmt: skip
+    assert [int(s) for s in steps] == [3, 5, 7]
+    final = ckpt.load_checkpoint(tmp_path / "agent" / "agent.pt", stage="agent")
+    assert all(torch.equal(final["model"][k], actors[2][k]) for k in actors[2])
+    runs = mlflow.MlflowClient(params.tracking.uri).search_runs(
+        [mlflow.MlflowClient(params.tracking.uri).get_experiment_by_name("arcadedreamer").experiment_id],
+        "tags.stage = 'agent'",
+    )
+    assert sorted((r.data.tags["agent.round"], r.data.tags["data_hash"]) for r in runs) == sorted(
+        zip(("0", "1", "2"), hashes)
+    )
+
+    # one more round: rounds 0-2 are read back, only round 3 plays, fine-tunes and learns
+    before = {i: (rounds_dir / f"round_{i}" / "round.json").stat().st_mtime_ns for i in (0, 1, 2)}
+    capsys.readouterr()
+    raw["agent"]["rounds"] = 3
+    train_agent(load_params(write_params(tmp_path, raw)), model, progress=False, fine_tune=train_dynamics)
+    out = capsys.readouterr().out
+    assert all(f"agent round {i}: finished before" in out for i in (0, 1, 2))
+    assert "agent round 3/3: the agent plays 2 real games" in out and "agent round 1/3" not in out
+    assert before == {i: (rounds_dir / f"round_{i}" / "round.json").stat().st_mtime_ns for i in (0, 1, 2)}
+    assert [r["round"] for r in json.loads((tmp_path / "agent.json").read_text())["round_scores"]] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    # another setting of the rounds: nothing is read back
+    raw["agent"] |= {"rounds": 1, "round_updates": 1}
+    train_agent(load_params(write_params(tmp_path, raw)), model, progress=False, fine_tune=train_dynamics)
+    assert "finished before" not in capsys.readouterr().out

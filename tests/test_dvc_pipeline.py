@@ -41,6 +41,9 @@ TINY = {
         "eval_episodes": 2,
         "eval_max_frames": 30,
         "constant_baselines": False,  # played in the agent's own stage test
+        "round_episodes": 1,
+        "round_dynamics_epochs": 1,
+        "round_updates": 1,
     },
 }
 
@@ -167,6 +170,20 @@ def test_changing_a_key_reruns_only_the_stages_that_read_it(project):
     set_param(project, "dream", "steps", 5)
     assert ran(sh("dvc", "repro", cwd=project).stdout) == ["dream"]
     assert "up to date" in sh("dvc", "status", cwd=project).stdout
+
+
+def test_raising_agent_rounds_runs_only_the_new_round(project):
+    """A round of real play is one more step of the agent stage: the finished round 0 is read
+    back, round 1 plays, fine-tunes the world model and learns; then nothing is left to run."""
+    set_param(project, "agent", "rounds", 1)
+    result = sh("dvc", "repro", cwd=project)
+    log = result.stdout + result.stderr
+    assert ran(result.stdout) == ["agent"]
+    assert "agent round 0: finished before with these settings" in log
+    assert "agent round 1/1: the agent plays 1 real games" in log and "dynamics epoch 1: train" in log
+    assert (project / "checkpoints/agent/rounds/round_1/data/BreakoutNoFrameskip-v4/frames.npy").exists()
+    assert '"rounds": 1' in (project / "metrics/agent.json").read_text()
+    assert ran(sh("dvc", "repro", cwd=project).stdout) == []
 
 
 def test_checkout_restores_deleted_outputs_from_the_cache(project):

@@ -257,13 +257,15 @@ def agent(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Train an actor-critic in the dream (λ-returns, a slow critic), then score it in the real game
-    against the random policy, each held action and the controller."""
+    against the random policy, each held action and the controller; with agent.rounds, rounds of
+    its own real games that fine-tune the world model it goes on learning in."""
     from arcadedreamer.control.agent import train_agent
+    from arcadedreamer.training.dynamics_trainer import train_dynamics
 
     cfg = load_params(params)
     check_output_path(cfg.agent.metrics_file, "agent.metrics_file", suffix=".json")
     _check_dirs(cfg, "agent.out_dir")
-    summary = train_agent(cfg, model)
+    summary = train_agent(cfg, model, fine_tune=train_dynamics)  # rounds fine-tune the world model
     typer.echo(f"wrote {cfg.agent.out_dir}/agent.pt and {cfg.agent.metrics_file}")
     if not summary["beats_random"]:
         typer.echo("the agent does not beat the random policy outside the 95% interval")

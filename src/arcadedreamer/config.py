@@ -495,8 +495,35 @@ class AgentConfig(_Section):
     constant_baselines: bool = Field(
         True, description="Also play each of the game's actions held every frame (with ε) in the real game."
     )
+    rounds: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Rounds of real play after the first training: the agent's own games join the data, "
+        "the world model is fine-tuned on the grown data and the agent trained again.",
+    )
+    round_episodes: int = Field(
+        8, ge=1, le=1000, description="Real games the agent (with ε) plays in a round, each a whole game."
+    )
+    round_seed: int = Field(
+        3_000_000,
+        ge=0,
+        le=MAX_SEED,
+        description="Round r's game i is reset with round_seed + 1000·r + i (not the scored games' seeds).",
+    )
+    round_dynamics_epochs: int = Field(
+        3, gt=0, le=10_000, description="Epochs the world model is fine-tuned on the grown data each round."
+    )
+    round_updates: int = Field(
+        300,
+        gt=0,
+        le=1_000_000,
+        description="Actor and critic updates each round, continuing the last round's.",
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seeds the networks, the contexts and the actions.")
-    out_dir: PathStr = Field("checkpoints/agent", description="Where agent.pt and returns.png are written.")
+    out_dir: PathStr = Field(
+        "checkpoints/agent", description="Where agent.pt, returns.png and each round's folder are written."
+    )
     metrics_file: PathStr = Field(
         "metrics/agent.json", description="The agent stage's report (a DVC metric)."
     )
@@ -512,6 +539,18 @@ class AgentConfig(_Section):
             raise ValueError("dreams × horizon must stay within 4 000 000 imagined states an update")
         if self.eval_seed + self.eval_episodes - 1 > MAX_SEED:
             raise ValueError(f"eval_seed + eval_episodes must stay within {MAX_SEED}")
+        last_round_seed = self.round_seed + 1000 * self.rounds + self.round_episodes - 1
+        if last_round_seed > MAX_SEED:
+            raise ValueError(f"round_seed + 1000·rounds + round_episodes must stay within {MAX_SEED}")
+        if (
+            self.rounds
+            and self.round_seed + 1000 <= self.eval_seed + self.eval_episodes - 1
+            and (self.eval_seed <= last_round_seed)
+        ):
+            raise ValueError(
+                "the rounds' games (round_seed + 1000·r + i) would replay the scored games (eval_seed + i): "
+                "move round_seed"
+            )
         return self
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +26,19 @@ import torch
 
 from arcadedreamer import tracking
 from arcadedreamer.config import Params
+from arcadedreamer.control import rounds
 from arcadedreamer.control.dream_env import DreamBatch, open_dream
-from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95
+from arcadedreamer.control.real_game import difference_ci95, mean_and_ci95, play_episodes
 from arcadedreamer.control.train import PER_FRAMES, real_games, reward_rate, save_figure, world_model_lineage
 from arcadedreamer.data.objects import lives_lost
 from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices
-from arcadedreamer.data.storage import RECOLLECT, REGENERATE_HELDOUT, load_game_data
+from arcadedreamer.data.storage import (
+    RECOLLECT,
+    REGENERATE_HELDOUT,
+    library_versions,
+    load_recordings,
+    save_game_data,
+)
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_write_json, replaced_together
 from arcadedreamer.models import checkpoints as ckpt
@@ -83,7 +92,9 @@ def imagine(
     }
 
 
-def fit_life_loss(batch: DreamBatch, params: Params) -> tuple[LifeLossHead | None, dict]:
+def fit_life_loss(
+    batch: DreamBatch, params: Params, extra_recordings: Sequence[Path] = ()
+) -> tuple[LifeLossHead | None, dict]:
     """A life lost as the end of a dream: the GRU is fed the recording the dreams start from
     (real latents and actions, from each episode's first full stack), and a logistic head on
     its state learns which steps lost a life by the RAM's lives counter; its AUC is measured on
@@ -93,7 +104,8 @@ def fit_life_loss(batch: DreamBatch, params: Params) -> tuple[LifeLossHead | Non
         return None, {}
     training = cfg.contexts == "training"
     root = params.data.out_dir if training else params.heldout.out_dir
-    data = load_game_data(Path(root) / cfg.game, rebuild=RECOLLECT if training else REGENERATE_HELDOUT)
+    roots = [root, *extra_recordings] if training else [root]  # the recordings the contexts came from
+    data = load_recordings(roots, cfg.game, rebuild=RECOLLECT if training else REGENERATE_HELDOUT)
     ends = np.asarray(data.episode_ends, dtype=bool)
     lost = lives_lost(cfg.game, data.ram, ends)
     if lost is None:
@@ -183,64 +195,239 @@ class Learner:
         }
 
 
-def train_agent(params: Params, model_path: str | Path | None = None, progress: bool = True) -> dict:
+# trains a world model further: (params, progress=, extra_data=, start_from=) → its summary.
+# The dynamics stage's train_dynamics, handed in by the CLI: control/ sits beside training/.
+FineTune = Callable[..., dict]
+
+
+def train_agent(
+    params: Params,
+    model_path: str | Path | None = None,
+    progress: bool = True,
+    fine_tune: FineTune | None = None,
+) -> dict:
+    """Round 0 in the dream of `model_path`, then `agent.rounds` rounds of real play (rounds.py),
+    each fine-tuning the world model with `fine_tune`; finished rounds with the same settings
+    are read back. Writes the last round's agent, the report of every round and their figure."""
     cfg = params.agent
+    if cfg.rounds and fine_tune is None:
+        raise ValueError("agent.rounds > 0 needs fine_tune (the dynamics stage's train_dynamics)")
     model_path = Path(model_path) if model_path else ckpt.final_checkpoint_path(params, "dynamics")
-    batch, _ = open_dream(
-        cfg.game, model_path, params, "latent_and_state", cfg.horizon, cfg.contexts, cfg.dreams
+    ckpt.load_checkpoint(model_path, stage="dynamics")  # a missing or corrupt model fails before any round
+    reports: list[dict] = []
+    world_path, recordings = model_path, []
+    for index in range(cfg.rounds + 1):
+        folder = rounds.round_dir(params, index)
+        key = rounds.fingerprint(params, model_path, index)
+        if index > 0:
+            recordings.append(rounds.data_dir(folder))
+        summary = rounds.finished(folder, key)
+        if summary is not None:
+            print(f"agent round {index}: finished before with these settings ({folder}); read back")
+        else:
+            summary = run_round(params, index, folder, key, world_path, recordings, fine_tune, progress)
+        reports.append(summary)
+        if index > 0:
+            world_path = rounds.world_model_path(params, folder)
+    final = rounds.round_dir(params, cfg.rounds)
+    summary = {**reports[-1], "rounds": cfg.rounds, "round_scores": [round_score(r) for r in reports]}
+    with replaced_together(
+        Path(cfg.out_dir) / "agent.pt", Path(cfg.out_dir) / "returns.png", Path(cfg.metrics_file)
+    ) as (agent_file, figure, metrics_file):
+        shutil.copyfile(final / rounds.POLICY_FILE, agent_file)
+        plot_agent(json.loads((final / "curve.json").read_text()), summary, figure)
+        atomic_write_json(metrics_file, summary)
+    if params.tracking.register_models:
+        world_checkpoint = ckpt.load_checkpoint(world_path, stage="dynamics")
+        lineage = world_model_lineage(cfg.game, world_path, world_checkpoint)
+        data = {"data_hash": str(world_checkpoint.get("data_hash", ""))}
+        version = tracking.register_checkpoint(
+            tracking.AGENT_MODEL,
+            Path(cfg.out_dir) / "agent.pt",
+            {**lineage, **data, "run_id": summary["run_id"]},
+            summary["description"],
+        )
+        summary["registered_version"] = version
+        print(f"registered {tracking.AGENT_MODEL} version {version}")
+    return summary
+
+
+def round_score(report: dict) -> dict:
+    """A round's line in the report: its real score and how much its dream flatters it."""
+    keys = ("round", "real_return_mean", "real_return_ci95", "dream_reward_rate", "real_reward_rate",
+            "dream_real_ratio", "data_hash", "train_seconds", "round_seconds")  # fmt: skip
+    return {k: report[k] for k in keys if k in report}
+
+
+def run_round(
+    params: Params,
+    index: int,
+    folder: Path,
+    key: str,
+    world_path: Path,
+    recordings: list[Path],
+    fine_tune: FineTune | None,
+    progress: bool,
+) -> dict:
+    """One round, staged and then renamed into `folder`: the real games it adds and the world
+    model fine-tuned on them (round ≥ 1), the agent's updates in that dream, its real score."""
+    cfg = params.agent
+    started = time.perf_counter()
+    previous = rounds.round_dir(params, index - 1) / rounds.POLICY_FILE if index > 0 else None
+    with replaced_together(folder) as (staging,):
+        if index > 0:
+            print(f"agent round {index}/{cfg.rounds}: the agent plays {cfg.round_episodes} real games")
+            record_games(params, index, previous, rounds.data_dir(staging), progress)
+            extra = [*recordings[:-1], rounds.data_dir(staging)]
+            train_further(params, fine_tune, world_path, extra, staging, progress)
+            world_path = rounds.world_model_path(params, staging)
+        else:
+            extra = []
+        summary = train_round(params, index, world_path, extra, previous, staging, progress)
+        summary |= {"round": index, "round_seconds": time.perf_counter() - started}
+        rounds.mark_finished(staging, key, summary)
+    return summary
+
+
+def record_games(params: Params, index: int, policy_file: Path, out_root: Path, progress: bool) -> None:
+    """The last round's agent (with ε) plays whole real games, recorded in collect's layout."""
+    cfg = params.agent
+    player = agent_player(policy_file, cfg.seed + index)
+    seed = cfg.round_seed + 1000 * index
+    played = play_episodes(
+        cfg.game,
+        player.act,
+        cfg.round_episodes,
+        seed,
+        cfg.eval_max_frames,
+        params.data.stack_size,
+        params.data.frame_size,
+        label=f"round {index}: the agent's games",
+        progress=progress,
+        record=True,
     )
-    world_checkpoint = ckpt.load_checkpoint(model_path, stage="dynamics")
+    arrays = played["recording"]
+    manifest = {
+        "game": cfg.game,
+        "frames": int(len(arrays["frames"])),
+        "episodes": int(arrays["episode_ends"].sum()),
+        "seed": seed,
+        "frame_size": params.data.frame_size,
+        "policy": f"the agent of round {index - 1} ({policy_file.name}), ε {cfg.epsilon:g}",
+        "max_episode_frames": cfg.eval_max_frames,
+        "cut_rows": [],  # whole games: an episode ends at a game over or at max_episode_frames
+        "streams": {
+            "columns": ["start_row", "frames", "reset_seed"],
+            "rows": [
+                [int(start), int(length), seed + i]
+                for i, (start, length) in enumerate(
+                    zip(episode_starts(played["frames"]), played["frames"] + 1)
+                )
+            ],
+        },
+        "versions": library_versions(params.data.frame_size),
+    }
+    save_game_data(out_root / cfg.game, arrays, manifest)
+    print(
+        f"round {index}: {manifest['episodes']} games, {manifest['frames']} frames, scoring "
+        f"{played['returns'].mean():+.2f} a game"
+    )
+
+
+def episode_starts(lengths: np.ndarray) -> np.ndarray:
+    """Row of each recorded episode's first frame; an episode of n steps holds n + 1 rows."""
+    return np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
+
+
+def agent_player(policy_file: Path, seed: int) -> Agent:
+    """A saved agent as the real game's policy, with the world model it dreamt in and its ε."""
+    actor, world_model, checkpoint = ckpt.load_controller(policy_file)
+    return Agent.from_checkpoint(actor, world_model, checkpoint, seed)
+
+
+def train_further(
+    params: Params, fine_tune: FineTune, world_path: Path, recordings: list[Path], out: Path, progress: bool
+) -> None:
+    """The world model trained on for agent.round_dynamics_epochs on the collected data and the
+    rounds' recordings (its VAE frozen), checkpoints and report under `out`."""
+    settings = params.model_dump()
+    settings["dynamics"]["epochs"] = params.agent.round_dynamics_epochs
+    settings["training"] |= {
+        "checkpoint_dir": str(out / "checkpoints"),
+        "metrics_dir": str(out / "metrics"),
+        "checkpoint_every": params.agent.round_dynamics_epochs,  # the last epoch's alone
+    }
+    settings["tracking"]["register_models"] = False
+    fine_tune(
+        Params.model_validate(settings), progress=progress, extra_data=recordings, start_from=world_path
+    )
+
+
+def train_round(
+    params: Params,
+    index: int,
+    world_path: Path,
+    recordings: list[Path],
+    previous: Path | None,
+    out: Path,
+    progress: bool,
+) -> dict:
+    """The agent's updates in the dream of `world_path` (round 0: `agent.updates` from scratch;
+    later rounds `agent.round_updates` from the last round's state), scored in the real game;
+    one MLflow run."""
+    cfg = params.agent
+    batch, _ = open_dream(
+        cfg.game, world_path, params, "latent_and_state", cfg.horizon, cfg.contexts, cfg.dreams, recordings
+    )
+    world_checkpoint = ckpt.load_checkpoint(world_path, stage="dynamics")
     latent_dim, state_size = batch.model.vae.latent_dim, batch.model.dynamics.hidden_size
     learner = Learner(params, latent_dim, state_size, len(batch.action_ids), batch.frames_per_step)
-    context_rng = np.random.default_rng(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    if previous is not None:
+        rounds.load_learner(previous, learner)
+    updates = cfg.round_updates if index > 0 else cfg.updates
+    context_rng = np.random.default_rng([cfg.seed, index])
+    generator = rounds.round_generator(cfg.seed, index)
+    name = f"agent round {index}" if cfg.rounds else "agent"
     print(
-        f"agent: actor-critic ({cfg.layers}×{cfg.units}) on [latent, GRU state], {cfg.updates} updates of "
-        f"{cfg.dreams} dreams × {cfg.horizon} frames ({cfg.contexts} contexts), γ {cfg.discount:g}, λ {cfg.return_lambda:g}"
+        f"{name}: actor-critic ({cfg.layers}×{cfg.units}) on [latent, GRU state], {updates} "
+        f"updates of {cfg.dreams} dreams × {cfg.horizon} frames ({cfg.contexts} contexts), γ {cfg.discount:g}, "
+        f"λ {cfg.return_lambda:g}"
     )
     description = (
-        f"Actor-critic for {cfg.game} trained in the dream of world model {model_path.name}: {cfg.updates} "
-        f"updates of {cfg.dreams} dreams x {cfg.horizon} frames; scored in {cfg.eval_episodes} real games"
+        f"Actor-critic for {cfg.game}, round {index} of {cfg.rounds}, trained in the dream of world model "
+        f"{world_path.name}: {updates} updates of {cfg.dreams} dreams x {cfg.horizon} frames; scored in "
+        f"{cfg.eval_episodes} real games"
     )
-    report_every = max(1, cfg.updates // 20)
+    report_every = max(1, updates // 20)
     curve: list[dict[str, float]] = []
+    # where the round's world model will lie once the round's folder is renamed into place
+    shown_path = rounds.world_model_path(params, rounds.round_dir(params, index)) if index > 0 else world_path
     with tracking.stage_run("agent", params, description=description) as run_id:
-        lineage = world_model_lineage(cfg.game, model_path, world_checkpoint)
-        tracking.set_tags(lineage)
+        lineage = world_model_lineage(cfg.game, shown_path, world_checkpoint)
+        data_hash = str(world_checkpoint.get("data_hash", ""))
+        tracking.set_tags({**lineage, "agent.round": str(index), "data_hash": data_hash})
         started = time.perf_counter()
-        life_loss, life_report = fit_life_loss(batch, params)
-        with progress_bar(cfg.updates, "agent updates", "update", progress) as bar:
-            for update in range(1, cfg.updates + 1):
+        life_loss, life_report = fit_life_loss(batch, params, recordings)
+        with progress_bar(updates, f"{name} updates", "update", progress) as bar:
+            for update in range(1, updates + 1):
                 starts = context_rng.choice(batch.contexts.starts, batch.size)
                 point = learner.update(imagine(batch, learner.actor, starts, generator, life_loss))
                 curve.append(point)
                 bar.update(1)
-                if update % report_every == 0 or update == cfg.updates:
+                if update % report_every == 0 or update == updates:
                     tracking.log_metrics(point, step=update)
                     print(
-                        f"agent update {update}/{cfg.updates}: dream value {point['dream_value']:+.3f}, reward per "
-                        f"{PER_FRAMES} dreamt frames {point['dream_reward_rate']:+.2f}, entropy {point['entropy']:.3f}",
+                        f"{name} update {update}/{updates}: dream value {point['dream_value']:+.3f}, "
+                        f"reward per {PER_FRAMES} dreamt frames {point['dream_reward_rate']:+.2f}, entropy "
+                        f"{point['entropy']:.3f}",
                         flush=True,
                     )
         train_seconds = time.perf_counter() - started
         summary = score_agent(params, batch, learner.actor, curve, train_seconds, progress) | life_report
-        with replaced_together(Path(cfg.out_dir), Path(cfg.metrics_file)) as (out_dir, metrics_file):
-            save_agent(params, learner, batch, world_checkpoint, model_path, summary, run_id, out_dir)
-            plot_agent(curve, summary, out_dir / "returns.png")
-            atomic_write_json(metrics_file, summary)
+        summary |= {"run_id": run_id, "description": description, "data_hash": data_hash}
+        save_agent(params, learner, batch, world_checkpoint, shown_path, summary, run_id, out)
+        atomic_write_json(out / "curve.json", curve)
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
-        tracking.log_artifact(Path(cfg.out_dir) / "returns.png", "plots")
-        tracking.log_artifact(cfg.metrics_file)
-        if params.tracking.register_models:
-            data = {"data_hash": str(world_checkpoint.get("data_hash", ""))}
-            version = tracking.register_checkpoint(
-                tracking.AGENT_MODEL,
-                Path(cfg.out_dir) / "agent.pt",
-                {**lineage, **data, "run_id": run_id},
-                description,
-            )
-            summary["registered_version"] = version
-            print(f"registered {tracking.AGENT_MODEL} version {version}")
     return summary
 
 
@@ -355,7 +542,7 @@ def save_agent(
     out_dir: Path,
 ) -> Path:
     """Like a controller checkpoint, the agent holds the world model it dreamt with (and its
-    critic, for training further)."""
+    critics, optimisers and return scale, for the next round to go on from)."""
     cfg = params.agent
     play = {"game": cfg.game, "action_ids": [int(a) for a in batch.action_ids], "action_choice": "sample",
             "epsilon": float(cfg.epsilon)}  # fmt: skip
@@ -369,7 +556,7 @@ def save_agent(
         model_path,
         summary,
         run_id,
-        critic=learner.critic.state_dict(),
+        **rounds.learner_state(learner),
     )
 
 
@@ -379,13 +566,16 @@ def plot_agent(curve: list[dict[str, float]], summary: dict, path: Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    per_round = summary.get("round_scores", [])
+    panels = 3 if len(per_round) > 1 else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.2))
+    left, right = axes[0], axes[1]
     updates = range(1, len(curve) + 1)
     left.plot(updates, [p["dream_reward_rate"] for p in curve], label="agent")
     left.axhline(summary["dream_random_reward_rate"], color="gray", linestyle=":", label="random policy")
     left.set_xlabel("update")
     left.set_ylabel(f"reward per {PER_FRAMES} dreamt frames")
-    left.set_title("In the dream")
+    left.set_title("In the dream" + (f" (round {summary['round']})" if panels == 3 else ""))
     left.legend(fontsize=8)
     bars = [
         ("agent", "real"),
@@ -403,6 +593,17 @@ def plot_agent(curve: list[dict[str, float]], summary: dict, path: Path) -> Path
     )
     right.set_title(f"Real game ({summary['eval_episodes']} episodes, 95% CI)")
     right.set_ylabel("return")
+    if panels == 3:  # the real score after each round of real play
+        axes[2].errorbar(
+            [r["round"] for r in per_round],
+            [r["real_return_mean"] for r in per_round],
+            yerr=[r["real_return_ci95"] for r in per_round],
+            marker="o",
+            capsize=4,
+        )
+        axes[2].set_xlabel("round (0: the pipeline's world model)")
+        axes[2].set_ylabel("return")
+        axes[2].set_title("Real game, round by round")
     fig.suptitle(summary["game"].removesuffix("NoFrameskip-v4"))
     fig.tight_layout()
     return save_figure(fig, path)

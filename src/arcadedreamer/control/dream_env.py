@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from arcadedreamer.config import MAX_DREAM_STEPS, MAX_DREAMS, Params, load_params
 from arcadedreamer.data.atari import minimal_action_set
 from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices, to_uint8
-from arcadedreamer.data.storage import RECOLLECT, REGENERATE_HELDOUT, load_game_data
+from arcadedreamer.data.storage import RECOLLECT, REGENERATE_HELDOUT, load_recordings
 from arcadedreamer.errors import UserError
 from arcadedreamer.models.checkpoints import check_trained_on, load_world_model, resolve_world_model
 from arcadedreamer.models.events import expected_rewards
@@ -46,19 +47,19 @@ class Contexts:
     length: int
 
     @classmethod
-    def from_directory(
+    def from_recordings(
         cls,
         model: WorldModel,
-        root: str | Path,
+        roots: Sequence[str | Path],
         game: str,
         stack_size: int,
         length: int,
         rebuild: str = REGENERATE_HELDOUT,
     ):
-        game_dir = Path(root) / game
+        game_dir = Path(roots[0]) / game
         if not game_dir.exists():
             raise UserError(f"{game_dir}: no recorded episodes of {game} to start dreams from; {rebuild}")
-        data = load_game_data(game_dir, rebuild=rebuild)
+        data = load_recordings(list(roots), game, rebuild=rebuild)
         latents = model.vae.encode_recording(torch.from_numpy(data.frames), data.episode_ends)
         valid = stack_start_indices(np.asarray(data.episode_ends), stack_size)
         # a context is `length` stacks of one episode: valid at its first frame, same episode at its last
@@ -159,9 +160,11 @@ def open_dream(
     horizon: int | None,
     contexts: str | None,
     size: int,
+    extra_recordings: Sequence[str | Path] = (),
 ) -> tuple[DreamBatch, Params]:
     """What both environments are built on: the world model checked against the game, its
-    contexts encoded, `size` dreams."""
+    contexts encoded, `size` dreams. `extra_recordings`: more roots whose episodes start dreams
+    beside the training data (the agent's rounds of real play)."""
     cfg = params if isinstance(params, Params) else load_params(params)
     if observation not in OBSERVATIONS:
         raise UserError(f"observation={observation!r}: choose one of {', '.join(OBSERVATIONS)}")
@@ -176,8 +179,9 @@ def open_dream(
         raise UserError(f"contexts={source!r}: choose heldout or training")
     root = cfg.heldout.out_dir if source == "heldout" else cfg.data.out_dir
     rebuild = REGENERATE_HELDOUT if source == "heldout" else RECOLLECT
-    starts = Contexts.from_directory(
-        world_model, root, game, cfg.data.stack_size, cfg.evaluation.context, rebuild
+    roots = [root, *extra_recordings] if source == "training" else [root]
+    starts = Contexts.from_recordings(
+        world_model, roots, game, cfg.data.stack_size, cfg.evaluation.context, rebuild
     )
     batch = DreamBatch(world_model, starts, minimal_action_set(game), size, horizon or cfg.controller.horizon)
     return batch, cfg

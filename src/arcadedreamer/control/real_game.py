@@ -51,15 +51,20 @@ def play_episodes(
     frame_size: int = 64,
     label: str = "real episodes",
     progress: bool = True,
+    record: bool = False,
 ) -> dict[str, np.ndarray]:
     """Episode i is reset with seed + i; all are stepped together, one policy call per frame.
 
     Returns each episode's return, frames played and whether the game ended (else it was cut at
-    `max_frames`)."""
+    `max_frames`); with `record`, also "recording": the episodes one after another in the
+    layout `collect` stores (data/storage.py), for the agent's rounds of real play."""
     emulators = [Emulator(game, frame_size) for _ in range(episodes)]
     history = np.zeros((episodes, stack_size, frame_size, frame_size), dtype=np.uint8)
+    recorders = [EpisodeRecorder() for _ in range(episodes)] if record else []
     for i, emulator in enumerate(emulators):
         history[i] = emulator.reset(seed=seed + i)  # the first frame fills the stack
+        if record:
+            recorders[i].frame(history[i, -1], emulator.ram())
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     ended = np.zeros(episodes, dtype=bool)
@@ -74,6 +79,9 @@ def play_episodes(
                     history[i, -1] = frame
                     returns[i] += reward
                     lengths[i] += 1
+                    if record:
+                        recorders[i].step(int(actions[i]), reward)
+                        recorders[i].frame(frame, emulators[i].ram())
                     if done:
                         ended[i], active[i] = True, False
                 bar.update(episodes)
@@ -83,7 +91,43 @@ def play_episodes(
     finally:
         for emulator in emulators:
             emulator.close()
-    return {"returns": returns, "frames": lengths, "game_over": ended}
+    result = {"returns": returns, "frames": lengths, "game_over": ended}
+    if record:
+        result["recording"] = EpisodeRecorder.concatenate(recorders)
+    return result
+
+
+class EpisodeRecorder:
+    """One real episode in the stored layout: row t holds frame t, the RAM as it was shown, the
+    action taken from it and the reward that action earned; the last row ends the episode."""
+
+    def __init__(self):
+        self.frames, self.ram, self.actions, self.rewards = [], [], [], []
+
+    def frame(self, frame: np.ndarray, ram: np.ndarray) -> None:
+        self.frames.append(frame.copy())
+        self.ram.append(np.array(ram, dtype=np.uint8))
+
+    def step(self, action: int, reward: float) -> None:
+        self.actions.append(action)
+        self.rewards.append(reward)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        rows = len(self.frames)
+        ends = np.zeros(rows, dtype=bool)
+        ends[-1] = True  # no transition leaves the last frame: action and reward 0
+        return {
+            "frames": np.stack(self.frames),
+            "actions": np.array([*self.actions, 0], dtype=np.uint8),
+            "rewards": np.array([*self.rewards, 0.0], dtype=np.float32),
+            "episode_ends": ends,
+            "ram": np.stack(self.ram),
+        }
+
+    @staticmethod
+    def concatenate(recorders: list[EpisodeRecorder]) -> dict[str, np.ndarray]:
+        parts = [r.arrays() for r in recorders]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:

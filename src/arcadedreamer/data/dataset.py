@@ -7,7 +7,7 @@ are split by whole episodes, per game, with a seeded permutation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,36 +47,49 @@ class Episodes:
         return len(self.frames)
 
 
-def load_episodes(root: str | Path, games: list[str], verify: bool = True) -> Episodes:
-    """All games' data in one uint8 frame tensor, read in place (frames are held once)."""
-    parts: list[GameData] = []
-    for game in games:
+def load_episodes(
+    root: str | Path, games: list[str], verify: bool = True, extra_roots: Sequence[str | Path] = ()
+) -> Episodes:
+    """All games' data in one uint8 frame tensor, read in place (frames are held once).
+    `extra_roots`: more recordings of some of the games (the agent's rounds of real play), each
+    game's appended after its collected data."""
+    parts: list[tuple[int, str, GameData]] = []  # (game index, content-hash key, data)
+    for index, game in enumerate(games):
         game_dir = Path(root) / game
         if not game_dir.exists():
             raise UserError(f"{game_dir}: no collected data for {game}; run `arcadedreamer collect` first")
-        parts.append(load_game_data(game_dir, verify=verify, mmap=True))
-    frames = np.empty((sum(len(p) for p in parts), *parts[0].frames.shape[1:]), dtype=np.uint8)
+        parts.append((index, game, load_game_data(game_dir, verify=verify, mmap=True)))
+        for number, extra in enumerate(extra_roots, 1):
+            extra_dir = Path(extra) / game
+            if not extra_dir.exists():  # the agent's games are of its one game
+                continue
+            # keyed by position, not by folder: the hash names the data wherever it lies
+            parts.append((index, f"{game} +{number}", load_game_data(extra_dir, verify=verify, mmap=True)))
+    frames = np.empty((sum(len(p) for _, _, p in parts), *parts[0][2].frames.shape[1:]), dtype=np.uint8)
     offset = 0
-    for part in parts:
+    for _, _, part in parts:
         read_frames_into(part, frames[offset : offset + len(part)])
         offset += len(part)
     return Episodes(
         frames=torch.from_numpy(frames),
-        actions=torch.from_numpy(np.concatenate([p.actions for p in parts]).astype(np.int64)),
-        episode_ends=np.concatenate([p.episode_ends for p in parts]),
-        game_index=np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)]),
+        actions=torch.from_numpy(np.concatenate([p.actions for _, _, p in parts]).astype(np.int64)),
+        episode_ends=np.concatenate([p.episode_ends for _, _, p in parts]),
+        game_index=np.concatenate([np.full(len(p), i) for i, _, p in parts]),
         games=list(games),
-        content_hashes={p.game: p.manifest["content_hash"] for p in parts},
-        reward_classes=torch.from_numpy(np.concatenate([reward_classes(p.rewards) for p in parts])),
-        game_overs=torch.from_numpy(np.concatenate([game_overs(p) for p in parts])),
+        content_hashes={key: p.manifest["content_hash"] for _, key, p in parts},
+        reward_classes=torch.from_numpy(np.concatenate([reward_classes(p.rewards) for _, _, p in parts])),
+        game_overs=torch.from_numpy(np.concatenate([game_overs(p) for _, _, p in parts])),
     )
 
 
 def game_overs(data: GameData) -> np.ndarray:
     """(N,) bool game-over frames of one game's data: its episode ends less the cuts its manifest
     records (each emulator's quota) and the truncations at its max_episode_frames."""
-    rows = data.manifest.get("streams", {"rows": []})["rows"]
-    cut_rows = [start + frames - 1 for start, frames, _ in rows] or [len(data) - 1]
+    if "cut_rows" in data.manifest:  # whole episodes played to their end (the agent's rounds)
+        cut_rows = [int(row) for row in data.manifest["cut_rows"]]
+    else:
+        rows = data.manifest.get("streams", {"rows": []})["rows"]
+        cut_rows = [start + frames - 1 for start, frames, _ in rows] or [len(data) - 1]
     max_frames = int(data.manifest.get("max_episode_frames", len(data) + 1))
     return game_over_frames(np.asarray(data.episode_ends), np.asarray(cut_rows), max_frames)
 

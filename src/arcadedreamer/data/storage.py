@@ -168,6 +168,22 @@ def load_game_data(
     return GameData(game=manifest.get("game", game_dir.name), manifest=manifest, directory=game_dir, **arrays)
 
 
+def load_recordings(roots: list[str | Path], game: str, rebuild: str = RECOLLECT) -> GameData:
+    """One game's recordings under several roots (the collected data, then the agent's rounds of
+    real play) as one GameData, in that order; every part ends with an episode end. The manifest
+    is the first part's."""
+    parts = []
+    for root in roots:
+        game_dir = Path(root) / game
+        if not game_dir.exists():
+            raise UserError(f"{game_dir}: no recorded episodes of {game}; {rebuild}")
+        parts.append(load_game_data(game_dir, rebuild=rebuild))
+    if len(parts) == 1:
+        return parts[0]
+    arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in ARRAYS}
+    return GameData(game=game, manifest=parts[0].manifest, directory=parts[0].directory, **arrays)
+
+
 def layout_problem(arrays: dict[str, np.ndarray]) -> str | None:
     """What is wrong with a game's arrays against the layout above, or None."""
     for name in ARRAYS:

@@ -3,6 +3,7 @@ run by the shared loop."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -95,30 +96,52 @@ def event_weights(
 
 
 def train_dynamics(
-    params: Params, vae_checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True
+    params: Params,
+    vae_checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    extra_data: Sequence[str | Path] = (),
+    start_from: str | Path | None = None,
 ) -> dict:
+    """`start_from` a dynamics checkpoint: fine-tune that world model (its VAE stays frozen) on
+    the collected data and the recordings under `extra_data` (the agent's rounds)."""
     check_resources(params, "dynamics")
     configure_threads(params)
     dist_info, device = init_distributed(resolve_device(params.training.device))
     try:
-        stage = dynamics_stage(params, vae_checkpoint, dist_info, device)
+        stage = dynamics_stage(params, vae_checkpoint, dist_info, device, extra_data, start_from)
         return loop.run(stage, params, resume, progress and dist_info.is_main, dist_info, device)
     finally:
         shutdown(dist_info)
 
 
 def dynamics_stage(
-    params: Params, vae_checkpoint: str | Path | None, dist_info: Distributed, device: torch.device
+    params: Params,
+    vae_checkpoint: str | Path | None,
+    dist_info: Distributed,
+    device: torch.device,
+    extra_data: Sequence[str | Path] = (),
+    start_from: str | Path | None = None,
 ) -> loop.Stage:
     """The GRU's data (latent sequences of the trained VAE), loss, validation and checkpoint
     contents (the VAE too: a dynamics checkpoint is the whole world model), for the shared loop."""
     cfg, train_cfg = params.dynamics, params.training
-    vae_path = Path(vae_checkpoint) if vae_checkpoint else ckpt.final_checkpoint_path(params, "vae")
-    vae_state = ckpt.load_checkpoint(vae_path, stage="vae")
-    ckpt.check_arch(vae_state, ckpt.vae_arch(params), vae_path)
-    vae = ckpt.vae_from_checkpoint(vae_state).to(device).eval().requires_grad_(False)
+    if start_from is not None:  # a world model fine-tuned: its own VAE, its GRU's weights to start
+        vae_path = Path(start_from)
+        world_state = ckpt.load_checkpoint(vae_path, stage="dynamics")
+        ckpt.check_arch(world_state, ckpt.dynamics_arch(params), vae_path)
+        vae_state = {"mean_frames": world_state["mean_frames"], "mlflow_run_id": None}
+    else:
+        vae_path = Path(vae_checkpoint) if vae_checkpoint else ckpt.final_checkpoint_path(params, "vae")
+        world_state = None
+        vae_state = ckpt.load_checkpoint(vae_path, stage="vae")
+    vae_source = world_state or vae_state
+    ckpt.check_arch(vae_source, ckpt.vae_arch(params), vae_path, key="vae_arch" if world_state else "arch")
+    vae = ckpt.vae_from_checkpoint(vae_source).to(device).eval().requires_grad_(False)
+    # the VAE's own checkpoint, also when a world model is fine-tuned
+    vae_file = str(world_state.get("vae_checkpoint", vae_path)) if world_state else str(vae_path)
 
-    episodes = load_episodes(params.data.out_dir, params.data.games)
+    episodes = load_episodes(params.data.out_dir, params.data.games, extra_roots=extra_data)
     val_mask = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
     episodes.frames = episodes.frames.to(device)
     with autocast(device, train_cfg.precision):
@@ -142,6 +165,8 @@ def dynamics_stage(
     seed = train_cfg.seed + cfg.seed  # several dynamics seeds on one VAE (and one validation split)
     torch.manual_seed(seed)
     model = ckpt.dynamics_from_arch(ckpt.dynamics_arch(params)).to(device)
+    if world_state is not None:
+        model.load_state_dict(world_state["model"])
     model.events.set_class_weights(reward_weights, game_over_weight)
     generators = {
         "shuffle": torch.Generator().manual_seed(seed),
@@ -236,16 +261,22 @@ def dynamics_stage(
         checkpoint_entries=lambda: {
             "vae": vae.state_dict(),
             "vae_arch": ckpt.vae_arch(params),
-            "vae_checkpoint": str(vae_path),
+            "vae_checkpoint": vae_file,
             "mean_frames": vae_state["mean_frames"],
             "data_hash": dhash,
+            **({"fine_tuned_from": str(start_from)} if start_from is not None else {}),
         },
         after_checkpoint=log_open_loop,
-        tags={"data_hash": dhash, "vae_checkpoint": str(vae_path)},
+        tags={
+            "data_hash": dhash,
+            "vae_checkpoint": vae_file,
+            **({"fine_tuned_from": str(start_from)} if start_from is not None else {}),
+        },
         lineage=lambda: vae_lineage(vae_state),
         description=(
-            f"Dynamics (GRU {cfg.hidden_size}), {cfg.epochs} epochs on the latents of VAE "
-            f"{vae_path.name}: sequences of {cfg.seq_len} steps of {k} frames, burn-in {cfg.burn_in}, self-feeding "
+            f"Dynamics (GRU {cfg.hidden_size}), {cfg.epochs} epochs "
+            f"{f'fine-tuning {vae_path.name} ' if start_from is not None else ''}on the latents of VAE "
+            f"{Path(vae_file).name}: sequences of {cfg.seq_len} steps of {k} frames, burn-in {cfg.burn_in}, self-feeding "
             f"{cfg.scheduled_sampling_prob:g}→{cfg.scheduled_sampling_final:g}, decoded loss "
             f"{cfg.decoded_loss_weight:g}; {', '.join(episodes.games)}, data {dhash[:12]}"
         ),
