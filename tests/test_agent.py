@@ -162,6 +162,20 @@ def test_the_learner_finds_the_rewarded_action_of_a_bandit(tmp_path):
     assert probs[:, 2].mean() > 0.9, probs.mean(0)
 
 
+def test_the_learners_dream_reward_rate_counts_frames_not_steps(tmp_path):
+    """A reward of 1 every step of four frames is 250 per 1 000 dreamt frames, and γ applies
+    per frame (γ^4 a step)."""
+    from arcadedreamer.control.agent import Learner
+
+    params = load_params(write_params(tmp_path, {"agent": {"units": 8, "layers": 1, "discount": 0.9}}))
+    for frames_per_step, rate in ((1, 1000.0), (4, 250.0)):
+        learner = Learner(params, latent_dim=3, state_size=2, num_actions=4, frames_per_step=frames_per_step)
+        assert learner.discount == pytest.approx(0.9**frames_per_step)
+        point = learner.update({"features": torch.zeros(4, 2, 5), "actions": torch.zeros(3, 2, dtype=torch.long),
+                                "rewards": torch.ones(3, 2), "continues": torch.ones(3, 2)})  # fmt: skip
+        assert point["dream_reward_rate"] == pytest.approx(rate)
+
+
 def test_bad_agent_settings_are_refused_in_one_line(tmp_path):
     for key, value, fragment in (
         ("horizon", 1, "agent.horizon: Input should be greater than or equal to 2"),

@@ -149,6 +149,7 @@ class Learner:
     ):
         cfg = self.cfg = params.agent
         self.discount = cfg.discount**frames_per_step  # γ is per frame; a dream step is K frames
+        self.frames_per_step = frames_per_step
         torch.manual_seed(cfg.seed)
         self.latent_dim = latent_dim
         self.actor = Actor(latent_dim, state_size, num_actions, cfg.units, cfg.layers)
@@ -191,7 +192,8 @@ class Learner:
             "entropy": entropy.item(),
             "return_scale": scale,
             "dream_value": float(targets[0].mean()),
-            "dream_reward_rate": float(rollout["rewards"].mean()) * PER_FRAMES,
+            # a step's reward is its K frames' reward
+            "dream_reward_rate": float(rollout["rewards"].mean()) / self.frames_per_step * PER_FRAMES,
         }
 
 
