@@ -28,11 +28,12 @@ QUICKSTART := $(QUICKSTART_COMMON) -S vae.epochs=2 -S dynamics.epochs=$(DYNAMICS
 # One GRU step per four frames, sequences of 16 steps (64 frames) two frames apart, the burn-in
 # the evaluation's 8-frame context: a quarter of the original's GRU steps an epoch, so four
 # times the epochs cost what the original's do
-FOUR_FRAMES_DYNAMICS = -S dynamics.frames_per_step=4 -S dynamics.seq_len=16 -S dynamics.burn_in=2 \
+FOUR_FRAMES_STEP = -S dynamics.frames_per_step=4 -S dynamics.seq_len=16 -S dynamics.burn_in=2 \
 	-S dynamics.sequence_stride=2 -S dynamics.scheduled_sampling_final=0.5 -S dynamics.scheduled_sampling_ramp=0 \
-	-S dynamics.decoded_loss_weight=0 -S dynamics.epochs=$$(( 4 * $(DYNAMICS_EPOCHS) ))
+	-S dynamics.decoded_loss_weight=0
+FOUR_FRAMES_DYNAMICS = $(FOUR_FRAMES_STEP) -S dynamics.epochs=$$(( 4 * $(DYNAMICS_EPOCHS) ))
 QUICKSTART_LONG := $(QUICKSTART_COMMON) -S data.frames_per_game=100000 -S vae.epochs=4 \
-	$(FOUR_FRAMES_DYNAMICS) -S dynamics.epochs=30
+	$(FOUR_FRAMES_STEP) -S dynamics.epochs=30
 # every stage but the agent's, which make agent-quickstart runs after it
 QUICKSTART_STAGES = evaluate dream controller
 # One `dvc exp run` at a time in a project (two at once fail inside DVC): a second is refused at once
@@ -43,7 +44,7 @@ KEEP_PARAMS = mkdir -p .dvc/tmp && $(EXP_LOCK) && cp params.yaml .params.yaml.be
 # restore; that is expected, so those lines are dropped (everything else, errors included, passes)
 QUIET_DVC = 2> >(grep -v --line-buffered "No file hash info found for" >&2)
 
-.PHONY: help install test-deps mutate plant-bugs data repro quickstart quickstart-long quickstart-summary ablation ablation-dynamics ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
+.PHONY: help install test-deps mutate plant-bugs data repro quickstart quickstart-long agent-quickstart-long quickstart-summary ablation ablation-dynamics ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -91,6 +92,13 @@ quickstart: data mlflow.db ## Install, then run the whole pipeline on a small CP
 agent-quickstart: data mlflow.db ## After make quickstart: an actor-critic trained in its dream, scored in 30 real games (GAME=…)
 	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=agent-$$(date +%Y%m%d-%H%M%S) dvc exp run agent $(QUICKSTART) -S agent.game=$(GAME) $(QUIET_DVC)
 	@echo "Agent: metrics/agent.json, checkpoints/agent/returns.png   Watch it: make agent GAME=$(GAME)"
+
+# The agent stage on quickstart-long's four-frame world model, with AGENT_ROUNDS rounds of its own
+# real games fine-tuning the world model (results: docs/learning-in-the-dream.md)
+AGENT_ROUNDS ?= 2
+agent-quickstart-long: data mlflow.db ## After make quickstart-long: the agent in its dream, then AGENT_ROUNDS rounds of real play (GAME=…)
+	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=agent-long-$$(date +%Y%m%d-%H%M%S) dvc exp run agent $(QUICKSTART_LONG) -S agent.game=$(GAME) -S agent.rounds=$(AGENT_ROUNDS) $(QUIET_DVC)
+	@echo "Agent: metrics/agent.json (round_scores), checkpoints/agent/returns.png   Watch it: make agent GAME=$(GAME)"
 
 quickstart-long: data mlflow.db ## The quickstart on 100 000 frames, 4 VAE epochs, four frames a GRU step for 30 epochs (GAME=…)
 	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-long-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_STAGES) $(QUICKSTART_LONG) $(QUIET_DVC)
