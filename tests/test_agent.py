@@ -358,6 +358,17 @@ def test_rounds_of_real_play_grow_the_data_fine_tune_the_world_and_go_on_learnin
     assert sorted((r.data.tags["agent.round"], r.data.tags["data_hash"]) for r in runs) == sorted(
         zip(("0", "1", "2"), hashes)
     )
+    # the last round's run charts the real score round by round, and holds the figure
+    client = mlflow.MlflowClient(params.tracking.uri)
+    last = next(r for r in runs if r.data.tags["agent.round"] == "2")
+    history = client.get_metric_history(last.info.run_id, "real_return_by_round")
+    assert [(m.step, m.value) for m in history] == [
+        (r["round"], r["real_return_mean"]) for r in report["round_scores"]
+    ]
+    assert [a.path for a in client.list_artifacts(last.info.run_id, "plots")] == ["plots/returns.png"]
+    assert (tmp_path / "agent" / "returns.png").read_bytes() == (
+        rounds_dir / "round_2" / "returns.png"
+    ).read_bytes()
 
     # one more round: rounds 0-2 are read back, only round 3 plays, fine-tunes and learns
     before = {i: (rounds_dir / f"round_{i}" / "round.json").stat().st_mtime_ns for i in (0, 1, 2)}

@@ -227,7 +227,9 @@ def train_agent(
         if summary is not None:
             print(f"agent round {index}: finished before with these settings ({folder}); read back")
         else:
-            summary = run_round(params, index, folder, key, world_path, recordings, fine_tune, progress)
+            summary = run_round(
+                params, index, folder, key, world_path, recordings, reports, fine_tune, progress
+            )
         reports.append(summary)
         if index > 0:
             world_path = rounds.world_model_path(params, folder)
@@ -237,7 +239,7 @@ def train_agent(
         Path(cfg.out_dir) / "agent.pt", Path(cfg.out_dir) / "returns.png", Path(cfg.metrics_file)
     ) as (agent_file, figure, metrics_file):
         shutil.copyfile(final / rounds.POLICY_FILE, agent_file)
-        plot_agent(json.loads((final / "curve.json").read_text()), summary, figure)
+        shutil.copyfile(final / "returns.png", figure)  # the last round's: every round's score on it
         atomic_write_json(metrics_file, summary)
     if params.tracking.register_models:
         world_checkpoint = ckpt.load_checkpoint(world_path, stage="dynamics")
@@ -268,6 +270,7 @@ def run_round(
     key: str,
     world_path: Path,
     recordings: list[Path],
+    earlier: list[dict],
     fine_tune: FineTune | None,
     progress: bool,
 ) -> dict:
@@ -285,7 +288,7 @@ def run_round(
             world_path = rounds.world_model_path(params, staging)
         else:
             extra = []
-        summary = train_round(params, index, world_path, extra, previous, staging, progress)
+        summary = train_round(params, index, world_path, extra, previous, staging, earlier, progress)
         summary |= {"round": index, "round_seconds": time.perf_counter() - started}
         rounds.mark_finished(staging, key, summary)
     return summary
@@ -372,11 +375,12 @@ def train_round(
     recordings: list[Path],
     previous: Path | None,
     out: Path,
+    earlier: list[dict],
     progress: bool,
 ) -> dict:
     """The agent's updates in the dream of `world_path` (round 0: `agent.updates` from scratch;
     later rounds `agent.round_updates` from the last round's state), scored in the real game;
-    one MLflow run."""
+    one MLflow run, with the real score of this and every `earlier` round."""
     cfg = params.agent
     batch, _ = open_dream(
         cfg.game, world_path, params, "latent_and_state", cfg.horizon, cfg.contexts, cfg.dreams, recordings
@@ -428,8 +432,12 @@ def train_round(
         summary = score_agent(params, batch, learner.actor, curve, train_seconds, progress) | life_report
         summary |= {"run_id": run_id, "description": description, "data_hash": data_hash}
         save_agent(params, learner, batch, world_checkpoint, shown_path, summary, run_id, out)
-        atomic_write_json(out / "curve.json", curve)
+        by_round = [round_score(r) for r in earlier] + [round_score({**summary, "round": index})]
+        plot_agent(curve, {**summary, "round": index, "round_scores": by_round}, out / "returns.png")
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+        for score in by_round:  # the run's chart of the real score round by round
+            tracking.log_metrics({"real_return_by_round": score["real_return_mean"]}, step=score["round"])
+        tracking.log_artifact(out / "returns.png", "plots")
     return summary
 
 
