@@ -184,6 +184,19 @@ def test_raising_agent_rounds_runs_only_the_new_round(project):
     assert (project / "checkpoints/agent/rounds/round_1/data/BreakoutNoFrameskip-v4/frames.npy").exists()
     assert '"rounds": 1' in (project / "metrics/agent.json").read_text()
     assert ran(sh("dvc", "repro", cwd=project).stdout) == []
+    # the round's run names the data it grew and the registered world model it dreamt in
+    script = (
+        "import mlflow\n"
+        "c = mlflow.MlflowClient('sqlite:///mlflow.db')\n"
+        "e = c.get_experiment_by_name('arcadedreamer').experiment_id\n"
+        "run = c.search_runs([e], \"tags.`agent.round` = '1'\")[0]\n"
+        "uri = run.data.tags['world_model.model_uri']\n"
+        "v = c.get_model_version('arcadedreamer-dynamics', uri.rsplit('/', 1)[1])\n"
+        "print(uri, v.tags['data_hash'] == run.data.tags['data_hash'], c.get_model_version_by_alias("
+        "'arcadedreamer-dynamics', 'champion').version != v.version)\n"
+    )
+    shown = sh("python", "-c", script, cwd=project).stdout.split()
+    assert shown[0].startswith("models:/arcadedreamer-dynamics/") and shown[1:] == ["True", "True"]
 
 
 def test_checkout_restores_deleted_outputs_from_the_cache(project):

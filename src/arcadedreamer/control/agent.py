@@ -354,7 +354,9 @@ def train_further(
     params: Params, fine_tune: FineTune, world_path: Path, recordings: list[Path], out: Path, progress: bool
 ) -> None:
     """The world model trained on for agent.round_dynamics_epochs on the collected data and the
-    rounds' recordings (its VAE frozen), checkpoints and report under `out`."""
+    rounds' recordings (its VAE frozen), checkpoints and report under `out`; registered as a
+    version of arcadedreamer-dynamics when the pipeline registers models (never promoted: that
+    is the evaluate stage's)."""
     settings = params.model_dump()
     settings["dynamics"]["epochs"] = params.agent.round_dynamics_epochs
     settings["training"] |= {
@@ -362,7 +364,6 @@ def train_further(
         "metrics_dir": str(out / "metrics"),
         "checkpoint_every": params.agent.round_dynamics_epochs,  # the last epoch's alone
     }
-    settings["tracking"]["register_models"] = False
     fine_tune(
         Params.model_validate(settings), progress=progress, extra_data=recordings, start_from=world_path
     )
