@@ -385,6 +385,12 @@ def test_rounds_of_real_play_grow_the_data_fine_tune_the_world_and_go_on_learnin
         2,
         3,
     ]
+    # the report written elsewhere: every round is read back
+    raw["agent"]["metrics_file"] = str(tmp_path / "moved" / "agent.json")
+    train_agent(load_params(write_params(tmp_path, raw)), model, progress=False, fine_tune=train_dynamics)
+    assert (
+        capsys.readouterr().out.count("finished before") == 4 and (tmp_path / "moved" / "agent.json").exists()
+    )
     # another setting of the rounds: nothing is read back
     raw["agent"] |= {"rounds": 1, "round_updates": 1}
     train_agent(load_params(write_params(tmp_path, raw)), model, progress=False, fine_tune=train_dynamics)

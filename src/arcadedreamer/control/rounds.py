@@ -6,8 +6,8 @@ layout under `<agent.out_dir>/rounds/round_r/data/<game>/`; the world model of r
 fine-tuned on the collected data and every round's recordings so far (`checkpoints/dynamics/`); the agent
 goes on learning in that dream. A round's folder appears whole (it is staged, then renamed) and
 holds `round.json`, whose fingerprint names everything the round follows from: the settings
-(the data, model, training and agent sections but `agent.rounds`), the pipeline's world model
-and the round's number. A finished round whose fingerprint matches is read back, not run again, so
+(the data, model, training and agent sections, but `agent.rounds` and where the agent's
+outputs go), the pipeline's world model and the round's number. A finished round whose fingerprint matches is read back, not run again, so
 raising `agent.rounds` by one runs only the new round.
 """
 
@@ -47,7 +47,8 @@ FOLLOWS_FROM = ("data", "heldout", "vae", "dynamics", "training", "agent")  # pa
 def fingerprint(params: Params, model_path: Path, index: int) -> str:
     dump = params.model_dump(mode="json")
     settings = {section: dump[section] for section in FOLLOWS_FROM}
-    settings["agent"].pop("rounds")
+    for where_or_how_many in ("rounds", "out_dir", "metrics_file"):  # not what a round computes
+        settings["agent"].pop(where_or_how_many)
     settings["context"] = params.evaluation.context  # the stacks that warm a dream up
     text = json.dumps(
         {"settings": settings, "world_model": sha256_file(model_path), "round": index}, sort_keys=True
