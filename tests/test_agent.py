@@ -191,6 +191,13 @@ def test_bad_agent_settings_are_refused_in_one_line(tmp_path):
             )
 
 
+def test_rounds_that_would_replay_the_scored_games_are_refused(tmp_path):
+    clash = {"agent": {"rounds": 2, "round_seed": 1_999_000, "eval_seed": 2_000_000}}
+    with pytest.raises(UserError, match="would replay the scored games"):
+        load_params(write_params(tmp_path, clash))
+    assert load_params(write_params(tmp_path, {"agent": {**clash["agent"], "rounds": 0}})).agent.rounds == 0
+
+
 def test_agent_stage_learns_in_the_dream_scores_in_the_real_game_and_registers(trained, tmp_path):
     """The stage on the tiny world model: its report beside the random policy, each held action
     and the controller (scored on the same games first), its checkpoint a whole agent that plays
