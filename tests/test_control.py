@@ -379,6 +379,30 @@ def test_seeded_real_episodes_replay_identically():
     assert np.array_equal(first["returns"], second["returns"]) and first["frames"].tolist() == [300, 300]
 
 
+def test_the_baselines_games_are_played_once_a_process_and_equal_a_replay(capsys):
+    """An agent's rounds score the random policy and the held actions on the same seeded games
+    every round: the second time they are read back (equal to playing them again), and any
+    other game setting plays them anew."""
+    from arcadedreamer.control import train
+
+    common = dict(episodes=2, seed=7, max_frames=1500, stack_size=4, frame_size=64, progress=False)
+    train._BASELINE_GAMES.clear()
+    first = train.baseline_games(GAME, 0.1, 3, True, common)
+    assert "read back" not in capsys.readouterr().out and set(first[1]) == {"NOOP", "FIRE", "RIGHT", "LEFT"}
+    again = train.baseline_games(GAME, 0.1, 3, True, {**common, "progress": True})
+    assert "read back, not replayed" in capsys.readouterr().out and again is first
+    train._BASELINE_GAMES.clear()
+    replayed = train.baseline_games(GAME, 0.1, 3, True, common)
+    assert replayed[0]["frames"].tolist() == first[0]["frames"].tolist()
+    assert replayed[0]["returns"].tolist() == first[0]["returns"].tolist()
+    assert {k: v.tolist() for k, v in replayed[1].items()} == {k: v.tolist() for k, v in first[1].items()}
+    for changed in ({**common, "seed": 8}, {**common, "max_frames": 1400}):
+        assert train.baseline_games(GAME, 0.1, 3, True, changed) is not first
+        assert "read back" not in capsys.readouterr().out
+    assert train.baseline_games(GAME, 0.2, 3, True, common) is not first  # another ε
+    assert train.baseline_games(GAME, 0.1, 3, False, common)[1] == {}  # no held actions asked for
+
+
 def test_controller_stage_trains_in_the_dream_scores_in_the_real_game_and_registers(trained, tmp_path):
     result = run_cli("controller", "--params", str(trained.params_path))
     assert result.returncode == 0, result.stderr

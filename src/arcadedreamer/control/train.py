@@ -137,14 +137,10 @@ def real_games(params: Params, cfg, act, label: str, progress: bool) -> tuple[di
     )
     started = time.perf_counter()
     real = play_episodes(cfg.game, act, label=f"{label} in the real game", **common)
-    real_random = play_episodes(
-        cfg.game, random_policy(cfg.game, cfg.seed), label="random policy in the real game", **common
+    real_random, held_returns = baseline_games(
+        cfg.game, cfg.epsilon, cfg.seed, cfg.constant_baselines, common
     )
-    constants = (
-        constant_baselines(cfg.game, cfg.epsilon, cfg.seed, real["returns"], common)
-        if cfg.constant_baselines
-        else {}
-    )
+    constants = best_held_action(held_returns, real["returns"]) if held_returns else {}
     eval_seconds = time.perf_counter() - started
     real_mean, real_ci = mean_and_ci95(real["returns"])
     random_mean, random_ci = mean_and_ci95(real_random["returns"])
@@ -315,25 +311,39 @@ def score_controller(
     return summary
 
 
-def constant_baselines(
-    game: str, epsilon: float, seed: int, policy_returns: np.ndarray, common: dict
-) -> dict:
-    """Each of the game's actions held every frame, with the policy's ε, over the same seeded
-    episodes; the best of them (highest mean) against the policy's returns."""
-    names = minimal_action_names(game)
-    means: dict[str, float] = {}
-    best: tuple[str, np.ndarray] | None = None
-    for action_id, name in zip(minimal_action_set(game), names, strict=True):
-        policy = constant_policy(action_id, game, epsilon, seed)
-        returns = play_episodes(game, policy, label=f"{name} held (with ε) in the real game", **common)[
-            "returns"
-        ]
-        means[name] = float(returns.mean())
-        if best is None or means[name] > best[1].mean():
-            best = (name, returns)
-    name, returns = best
-    mean, ci = mean_and_ci95(returns)
-    difference, difference_ci = difference_ci95(policy_returns, returns)
+# The baselines' games follow from these settings alone, never from the policy scored, so an
+# agent's rounds (one process) play them once, not once a round (210 whole games in Pong)
+_BASELINE_GAMES: dict[tuple, tuple[dict, dict[str, np.ndarray]]] = {}
+
+
+def baseline_games(
+    game: str, epsilon: float, seed: int, held: bool, common: dict
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """The random policy's episodes and, when `held`, the returns of each of the game's actions
+    held every frame with the policy's ε (by name), over the seeded games `common` names."""
+    key = (game, epsilon, seed, held, tuple(sorted((k, v) for k, v in common.items() if k != "progress")))
+    if key in _BASELINE_GAMES:
+        print("random policy and held actions: the same seeded games as before, read back, not replayed")
+        return _BASELINE_GAMES[key]
+    random_games = play_episodes(
+        game, random_policy(game, seed), label="random policy in the real game", **common
+    )
+    held_returns: dict[str, np.ndarray] = {}
+    if held:
+        for action_id, name in zip(minimal_action_set(game), minimal_action_names(game), strict=True):
+            policy = constant_policy(action_id, game, epsilon, seed)
+            label = f"{name} held (with ε) in the real game"
+            held_returns[name] = play_episodes(game, policy, label=label, **common)["returns"]
+    _BASELINE_GAMES[key] = (random_games, held_returns)
+    return _BASELINE_GAMES[key]
+
+
+def best_held_action(held_returns: dict[str, np.ndarray], policy_returns: np.ndarray) -> dict:
+    """The held action with the highest mean (the first of equals) against the policy's returns."""
+    means = {name: float(returns.mean()) for name, returns in held_returns.items()}
+    name = max(means, key=means.get)
+    mean, ci = mean_and_ci95(held_returns[name])
+    difference, difference_ci = difference_ci95(policy_returns, held_returns[name])
     return {
         "constant_return_means": means,
         "best_constant_action": name,
