@@ -35,8 +35,8 @@ from arcadedreamer.data.preprocessing import episode_ids, stack_start_indices
 from arcadedreamer.data.storage import (
     RECOLLECT,
     REGENERATE_HELDOUT,
-    library_versions,
     load_recordings,
+    recording_manifest,
     save_game_data,
 )
 from arcadedreamer.errors import UserError
@@ -312,26 +312,20 @@ def record_games(params: Params, index: int, policy_file: Path, out_root: Path, 
         record=True,
     )
     arrays = played["recording"]
-    manifest = {
-        "game": cfg.game,
-        "frames": int(len(arrays["frames"])),
-        "episodes": int(arrays["episode_ends"].sum()),
-        "seed": seed,
-        "frame_size": params.data.frame_size,
-        "policy": f"the agent of round {index - 1} ({policy_file.name}), ε {cfg.epsilon:g}",
-        "max_episode_frames": cfg.eval_max_frames,
-        "cut_rows": [],  # whole games: an episode ends at a game over or at max_episode_frames
-        "streams": {
-            "columns": ["start_row", "frames", "reset_seed"],
-            "rows": [
-                [int(start), int(length), seed + i]
-                for i, (start, length) in enumerate(
-                    zip(episode_starts(played["frames"]), played["frames"] + 1)
-                )
-            ],
-        },
-        "versions": library_versions(params.data.frame_size),
-    }
+    stream_rows = [
+        [int(start), int(length), seed + i]
+        for i, (start, length) in enumerate(zip(episode_starts(played["frames"]), played["frames"] + 1))
+    ]
+    manifest = recording_manifest(
+        cfg.game,
+        arrays,
+        seed=seed,
+        frame_size=params.data.frame_size,
+        policy=f"the agent of round {index - 1} ({policy_file.name}), ε {cfg.epsilon:g}",
+        max_episode_frames=cfg.eval_max_frames,
+        stream_rows=stream_rows,
+        cut_rows=[],  # whole games: an episode ends at a game over or at max_episode_frames
+    )
     save_game_data(out_root / cfg.game, arrays, manifest)
     print(
         f"round {index}: {manifest['episodes']} games, {manifest['frames']} frames, scoring "

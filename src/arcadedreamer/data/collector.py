@@ -23,7 +23,7 @@ from arcadedreamer.data.atari import open_emulator, rom_path
 from arcadedreamer.data.objects import RAM_SIZE
 from arcadedreamer.data.policy import HeldRandomPolicy
 from arcadedreamer.data.resize import UNKNOWN_LEVEL, AreaResizer, exact_area_resize_supported
-from arcadedreamer.data.storage import library_versions, save_game_data
+from arcadedreamer.data.storage import recording_manifest, save_game_data
 from arcadedreamer.fileio import exclusive_lock, lock_path_for
 from arcadedreamer.preflight import check_collect
 from arcadedreamer.progress import progress_bar
@@ -314,18 +314,16 @@ def collect_to_disk(
                 num_workers=num_workers,
                 progress=progress,
             )
-            manifest = {
-                "game": game,
-                "frames": int(len(arrays["frames"])),
-                "episodes": int(arrays["episode_ends"].sum()),
-                "seed": seed,
-                "num_envs": min(num_envs, frames_per_game),
-                "frame_size": frame_size,
-                "policy": f"uniform random full-set action held {hold_min}-{hold_max} frames",
-                "max_episode_frames": max_episode_frames,
-                "streams": {"columns": ["start_row", "frames", "reset_seed"], "rows": streams},
-                "versions": library_versions(frame_size),
-            }
+            manifest = recording_manifest(
+                game,
+                arrays,
+                seed=seed,
+                frame_size=frame_size,
+                policy=f"uniform random full-set action held {hold_min}-{hold_max} frames",
+                max_episode_frames=max_episode_frames,
+                stream_rows=streams,
+                num_envs=min(num_envs, frames_per_game),
+            )
             manifests.append(save_game_data(game_dir, arrays, manifest))
     return manifests
 

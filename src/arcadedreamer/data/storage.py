@@ -84,6 +84,34 @@ def library_versions(frame_size: int) -> dict[str, str]:
     return {"ale_py": ale_py.__version__, "arcadedreamer": arcadedreamer.__version__, "resize": resize}
 
 
+def recording_manifest(
+    game: str,
+    arrays: dict[str, np.ndarray],
+    *,
+    seed: int,
+    frame_size: int,
+    policy: str,
+    max_episode_frames: int,
+    stream_rows: list[list[int]],
+    **extra,
+) -> dict:
+    """What a recording's manifest says of it before its files' hashes are added: the same keys
+    whoever played it (collect's random play, an agent's round), and `extra` ones of its own.
+    stream_rows: [start_row, frames, reset_seed] of each episode played."""
+    return {
+        "game": game,
+        "frames": int(len(arrays["frames"])),
+        "episodes": int(arrays["episode_ends"].sum()),
+        "seed": seed,
+        "frame_size": frame_size,
+        "policy": policy,
+        "max_episode_frames": max_episode_frames,
+        "streams": {"columns": ["start_row", "frames", "reset_seed"], "rows": stream_rows},
+        "versions": library_versions(frame_size),
+        **extra,
+    }
+
+
 def save_game_data(game_dir: str | Path, arrays: dict[str, np.ndarray], manifest: dict) -> dict:
     """Write into a temporary sibling directory, then swap it in: all files or none."""
     game_dir = Path(game_dir)
