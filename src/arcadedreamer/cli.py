@@ -402,8 +402,7 @@ def play(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Play the real game beside the world model: Real | Predicted | Overlay panels."""
-    from arcadedreamer.models.checkpoints import check_trained_on, load_controller, load_world_model
-    from arcadedreamer.models.controller import Agent
+    from arcadedreamer.models.checkpoints import check_trained_on, load_player, load_world_model
     from arcadedreamer.viz.play import run_play
 
     cfg = load_params(params)
@@ -419,12 +418,12 @@ def play(
         if model is not None:
             raise UserError("--agent brings its own world model; leave out --model")
         agent_path = _resolve_agent(agent, cfg)
-        controller, world_model, checkpoint = load_controller(agent_path)
+        player, checkpoint = load_player(agent_path)
         if checkpoint["game"] != game:
             raise UserError(
                 f"{agent_path}: this controller plays {checkpoint['game']}; pass --game {checkpoint['game']}"
             )
-        player = Agent.from_checkpoint(controller, world_model, checkpoint)
+        world_model = player.model
     else:
         model_path = _resolve_model(model, cfg)
         world_model, checkpoint = load_world_model(model_path, cfg)

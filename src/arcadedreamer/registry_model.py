@@ -83,11 +83,9 @@ class ArcadeDreamerModel(PythonModel):
         checkpoint = load_checkpoint(context.artifacts["checkpoint"])
         self.stage = checkpoint["stage"]
         if self.stage in ("controller", "agent"):
-            from arcadedreamer.models.checkpoints import load_controller
-            from arcadedreamer.models.controller import Agent
+            from arcadedreamer.models.checkpoints import load_player
 
-            controller, world_model, checkpoint = load_controller(context.artifacts["checkpoint"])
-            self.agent = Agent.from_checkpoint(controller, world_model, checkpoint)
+            self.agent, _ = load_player(context.artifacts["checkpoint"])
             return
         self.vae = vae_from_checkpoint(checkpoint).eval()
         self.world = world_model_from_checkpoint(checkpoint) if self.stage == "dynamics" else None

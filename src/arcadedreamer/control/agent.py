@@ -297,7 +297,7 @@ def run_round(
 def record_games(params: Params, index: int, policy_file: Path, out_root: Path, progress: bool) -> None:
     """The last round's agent (with ε) plays whole real games, recorded in collect's layout."""
     cfg = params.agent
-    player = agent_player(policy_file, cfg.seed + index)
+    player, _ = ckpt.load_player(policy_file, cfg.seed + index)
     seed = cfg.round_seed + 1000 * index
     played = play_episodes(
         cfg.game,
@@ -336,12 +336,6 @@ def record_games(params: Params, index: int, policy_file: Path, out_root: Path, 
 def episode_starts(lengths: np.ndarray) -> np.ndarray:
     """Row of each recorded episode's first frame; an episode of n steps holds n + 1 rows."""
     return np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
-
-
-def agent_player(policy_file: Path, seed: int) -> Agent:
-    """A saved agent as the real game's policy, with the world model it dreamt in and its ε."""
-    actor, world_model, checkpoint = ckpt.load_controller(policy_file)
-    return Agent.from_checkpoint(actor, world_model, checkpoint, seed)
 
 
 def train_further(

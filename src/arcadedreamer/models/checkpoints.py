@@ -19,7 +19,7 @@ from arcadedreamer.config import Params
 from arcadedreamer.errors import UserError
 from arcadedreamer.fileio import atomic_open, describe_write_failure
 from arcadedreamer.models.agent import Actor
-from arcadedreamer.models.controller import LinearController
+from arcadedreamer.models.controller import Agent, LinearController
 from arcadedreamer.models.dynamics import Dynamics
 from arcadedreamer.models.vae import VAE
 from arcadedreamer.models.world_model import WorldModel
@@ -329,6 +329,13 @@ def load_controller(path: str | Path) -> tuple[LinearController | Actor, WorldMo
     policy = policy_from_arch(checkpoint["stage"], checkpoint["arch"], world_model.vae.latent_dim)
     policy.load_state_dict(checkpoint["model"])
     return policy.eval(), world_model, checkpoint
+
+
+def load_player(path: str | Path, seed: int = 0) -> tuple[Agent, dict]:
+    """A controller or agent checkpoint as a policy of the real game, acting as its stage scored
+    it (its world model, its way of choosing, its ε); and the checkpoint."""
+    policy, world_model, checkpoint = load_controller(path)
+    return Agent.from_checkpoint(policy, world_model, checkpoint, seed), checkpoint
 
 
 def vae_from_checkpoint(checkpoint: dict) -> VAE:
