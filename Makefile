@@ -44,7 +44,7 @@ KEEP_PARAMS = mkdir -p .dvc/tmp && $(EXP_LOCK) && cp params.yaml .params.yaml.be
 # restore; that is expected, so those lines are dropped (everything else, errors included, passes)
 QUIET_DVC = 2> >(grep -v --line-buffered "No file hash info found for" >&2)
 
-.PHONY: help install test-deps mutate plant-bugs data repro quickstart quickstart-long agent-quickstart-long quickstart-summary ablation ablation-dynamics ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
+.PHONY: help install test-deps mutate plant-bugs data repro quickstart quickstart-long agent-quickstart-long quickstart-summary ablation ablation-dynamics seeds-quickstart-long ui server postgres sweep serve agent dream play bench gpu-check test lint clean audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -133,16 +133,31 @@ ABLATION_DYNAMICS = \
 DYNAMICS_SEEDS ?= 0 1 2
 ABLATION_RESULTS ?= results/ablation-dynamics.json
 
+# One DVC experiment up to evaluate per row of $(2) ("name|settings") and seed of DYNAMICS_SEEDS,
+# on the settings $(1), each recorded by tools/results.py in $(3) as made by "make $(4)". A run
+# that DVC restored from its cache (nothing trained) is recorded without a time.
+define SEED_RUNS
+set -o pipefail; $(KEEP_PARAMS); for row in $(2); do name=$${row%%|*}; settings=$${row#*|}; \
+	for seed in $(DYNAMICS_SEEDS); do start=$$(date +%s); \
+		ARCADEDREAMER_PIPELINE_ID=$(4)-$$name-s$$seed dvc exp run evaluate $(1) $$settings \
+			-S dynamics.seed=$$seed $(QUIET_DVC) | tee .dvc/tmp/seed-run.log || exit 1; \
+		seconds=$$(( $$(date +%s) - start )); grep -q "Running stage 'dynamics'" .dvc/tmp/seed-run.log || seconds=; \
+		$(BIN)/python tools/results.py record $(3) --row $$name --seed $$seed \
+			$${seconds:+--seconds $$seconds} --command "make $(4)" \
+			--experiment "$$(sed -n 's/^Ran experiment(s): //p' .dvc/tmp/seed-run.log)" || exit 1; \
+	done; done
+endef
+
 ablation-dynamics: data mlflow.db ## Which dynamics training keeps the ball: 5 rows x 3 seeds of the quickstart to evaluate, then the table
-	@set -o pipefail; $(KEEP_PARAMS); for row in $(ABLATION_DYNAMICS); do name=$${row%%|*}; settings=$${row#*|}; \
-		for seed in $(DYNAMICS_SEEDS); do start=$$(date +%s); \
-			ARCADEDREAMER_PIPELINE_ID=ablation-dynamics-$$name-s$$seed dvc exp run evaluate $(QUICKSTART) $$settings \
-				-S dynamics.seed=$$seed $(QUIET_DVC) | tee .dvc/tmp/ablation-run.log || exit 1; \
-			$(BIN)/python tools/results.py record $(ABLATION_RESULTS) --row $$name --seed $$seed \
-				--seconds $$(( $$(date +%s) - start )) --command "make ablation-dynamics" \
-				--experiment "$$(sed -n 's/^Ran experiment(s): //p' .dvc/tmp/ablation-run.log)" || exit 1; \
-		done; done
+	@$(call SEED_RUNS,$(QUICKSTART),$(ABLATION_DYNAMICS),$(ABLATION_RESULTS),ablation-dynamics)
 	$(BIN)/python tools/results.py report $(ABLATION_RESULTS) --figure docs/ablation_dynamics.png
+
+# make quickstart-long's world model once per seed of DYNAMICS_SEEDS on its data and VAE (DVC's
+# cache: run make quickstart-long first, and seed 0 is its own run): the spread its figures need
+SEEDS_RESULTS ?= results/quickstart-long-seeds-$(GAME).json
+seeds-quickstart-long: data mlflow.db ## After make quickstart-long: its dynamics per seed of DYNAMICS_SEEDS, then mean ± sd (GAME=…)
+	@$(call SEED_RUNS,$(QUICKSTART_LONG),"quickstart-long|",$(SEEDS_RESULTS),seeds-quickstart-long)
+	$(BIN)/python tools/results.py report $(SEEDS_RESULTS)
 
 quickstart-summary:
 	@arcadedreamer scores

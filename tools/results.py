@@ -56,7 +56,7 @@ def record(
     path: Path,
     row: str,
     seed: int,
-    seconds: float,
+    seconds: float | None,
     experiment: str,
     command: str,
     controller: bool = False,
@@ -77,7 +77,7 @@ def record(
         "experiment": experiment,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "game": game,
-        "wall_seconds": round(seconds, 1),
+        "wall_seconds": None if seconds is None else round(seconds, 1),
         "settings": {"dynamics": params["dynamics"], "training": params["training"]},
         "scores": evaluation["games"][game],
         "by_horizon": {k: model[k] for k in model if k.startswith(("ball_", "player_", "psnr"))},
@@ -365,7 +365,7 @@ def main() -> None:
     rec.add_argument("file", type=Path)
     rec.add_argument("--row", required=True)
     rec.add_argument("--seed", type=int, required=True)
-    rec.add_argument("--seconds", type=float, required=True)
+    rec.add_argument("--seconds", type=float, help="its wall time (none: DVC restored it from its cache)")
     rec.add_argument("--experiment", default="")
     rec.add_argument("--command", dest="run_command", default="", help="what produced the run")
     rec.add_argument("--controller", action="store_true", help="also the controller stage's metrics")
