@@ -4,6 +4,7 @@ the front door, no words only the project's history explains, and links that lea
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 
@@ -45,6 +46,34 @@ def test_a_number_edited_by_hand_in_a_table_is_caught(tmp_path):
     data = copy / "results/vae-ablation.json"
     data.write_text(data.read_text().replace("0.910", "0.911"))
     assert tool.tables(check=True, root=copy) == ["docs/results.md: results/vae-ablation.json"]
+
+
+def test_the_readme_run_times_follow_every_timed_run(tmp_path):
+    """The README's ranges are derived from results/timed-runs.json: a new, slower run widens
+    them; one with other work beside it, or a command not summarised, leaves them alone."""
+    tool = results_tool()
+    copy = tmp_path / "project"
+    for folder in ("docs", "results"):
+        shutil.copytree(PROJECT_ROOT / folder, copy / folder)
+    shutil.copy(PROJECT_ROOT / "README.md", copy / "README.md")
+    timed_file = copy / "results/timed-runs.json"
+    timed = json.loads(timed_file.read_text())
+    quickstart = ["2026-12-04", "abc1234", "`make quickstart`", "59 min 1 s", "", "AMD EPYC, otherwise idle"]
+    for row, readme_changes in (
+        ([*quickstart[:5], "AMD EPYC, a test run beside it"], False),
+        ([*quickstart[:2], "`make dream`", *quickstart[3:]], False),
+        (quickstart, True),
+    ):
+        timed_file.write_text(json.dumps({**timed, "rows": [*timed["rows"], row]}))
+        stale = tool.tables(check=True, root=copy)
+        assert ("README.md: results/run-times.json" in stale) is readme_changes, row
+    tool.tables(check=False, root=copy)
+    readme_row = next(
+        line
+        for line in (copy / "README.md").read_text().splitlines()
+        if line.startswith("| `make quickstart` |")
+    )
+    assert "to 59 min 1 s |" in readme_row and "24 min 2 s, 59 min 1 s;" in readme_row
 
 
 def test_every_results_file_says_where_its_figures_come_from():

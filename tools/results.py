@@ -297,9 +297,56 @@ def provenance_line(results: dict) -> str:
     return line
 
 
+DURATION = re.compile(r"(?:(\d+) min)? ?(?:(\d+) s)")
+
+
+def _seconds(text: str) -> list[int]:
+    return [int(m or 0) * 60 + int(s) for m, s in DURATION.findall(text)]
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def summary_rows(summary: dict, root: Path) -> list[list[str]]:
+    """Each command's range of wall times, from the timed runs it names: those at or after the
+    commit `since` whose command cell is a key of `timed` (its value: which part of an "A, then
+    B" wall time), timed whole ("not …" otherwise) with nothing heavy beside them ("beside"
+    otherwise); per machine in brackets."""
+    timed = json.loads((root / summary["from"]).read_text())
+    columns = timed["columns"]
+    commit, command, wall, machine = (
+        columns.index(c) for c in ("commit", "command", "wall time", "machine, and what ran beside it")
+    )
+    table = []
+    for spec in summary["commands"]:
+        since = [r[commit] for r in timed["rows"]].index(spec.get("since", timed["rows"][0][commit]))
+        by_machine: dict[str, list[int]] = {}
+        for row in timed["rows"][since:]:
+            if row[command] not in spec["timed"] or "beside" in row[machine] or row[wall].startswith("not"):
+                continue
+            seconds = _seconds(row[wall].split(", then ")[spec["timed"][row[command]]])
+            by_machine.setdefault(" ".join(row[machine].split()[:2]).rstrip(","), []).extend(seconds)
+        every = sorted(s for runs in by_machine.values() for s in runs)
+        if not every:
+            raise ValueError(f"{summary['from']}: no timed run of {spec['timed']} since {spec.get('since')}")
+        span = _duration(every[0]) + (f" to {_duration(every[-1])}" if len(every) > 1 else "")
+        machines = "; ".join(
+            f"{name}: " + ", ".join(_duration(s) for s in sorted(runs))
+            if len(runs) <= 4
+            else f"{name}: {len(runs)} runs, {_duration(min(runs))} to {_duration(max(runs))}"
+            for name, runs in by_machine.items()
+            if runs
+        )
+        table.append([spec["command"], span, f"{spec['what']} ({machines})"])
+    return table
+
+
 def render(path: Path, root: Path = ROOT) -> str:
     """The markdown a results file stands for: its table and its provenance line."""
     results = json.loads(path.read_text())
+    if "summary" in results:  # a summary of another file's rows, derived here so the two agree
+        results = {**results, "rows": summary_rows(results["summary"], root)}
     if "runs" in results:
         body = table(results)
     else:
