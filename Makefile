@@ -16,9 +16,9 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 # The CPU-sized setting of `make quickstart`: one game (GAME=…), 50 000 frames, short training
-# (docs/results.md). `make quickstart-long` keeps the ball longer: four times the frames, a VAE
-# trained twice as many steps, one GRU step per four frames; each frame is seen fewer times, as
-# what moved the horizon was fresh data, not epochs (docs/results.md; timed in results/timed-runs.json).
+# (docs/results.md). `make quickstart-long` keeps the ball longer: twice the frames, a VAE
+# trained twice as many steps, one GRU step per four frames (docs/results.md; timed from a
+# fresh clone in results/run-times.json).
 GAME ?= BreakoutNoFrameskip-v4
 QUICKSTART_COMMON = -S 'data.games=[$(GAME)]' -S data.frames_per_game=50000 -S training.batch_size=32 \
 	-S training.lr=0.001 -S training.checkpoint_every=1 -S dream.game=$(GAME) -S controller.game=$(GAME)
@@ -32,8 +32,8 @@ FOUR_FRAMES_STEP = -S dynamics.frames_per_step=4 -S dynamics.seq_len=16 -S dynam
 	-S dynamics.sequence_stride=2 -S dynamics.scheduled_sampling_final=0.5 -S dynamics.scheduled_sampling_ramp=0 \
 	-S dynamics.decoded_loss_weight=0
 FOUR_FRAMES_DYNAMICS = $(FOUR_FRAMES_STEP) -S dynamics.epochs=$$(( 4 * $(DYNAMICS_EPOCHS) ))
-QUICKSTART_LONG := $(QUICKSTART_COMMON) -S data.frames_per_game=200000 -S vae.epochs=2 \
-	$(FOUR_FRAMES_STEP) -S dynamics.epochs=15
+QUICKSTART_LONG := $(QUICKSTART_COMMON) -S data.frames_per_game=100000 -S vae.epochs=4 \
+	$(FOUR_FRAMES_STEP) -S dynamics.epochs=30
 # every stage but the agent's, which make agent-quickstart runs after it
 QUICKSTART_STAGES = evaluate dream controller
 # One `dvc exp run` at a time in a project (two at once fail inside DVC): a second is refused at once
@@ -100,7 +100,7 @@ agent-quickstart-long: data mlflow.db ## After make quickstart-long: the agent i
 	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=agent-long-$$(date +%Y%m%d-%H%M%S) dvc exp run agent $(QUICKSTART_LONG) -S agent.game=$(GAME) -S agent.rounds=$(AGENT_ROUNDS) $(QUIET_DVC)
 	@echo "Agent: metrics/agent.json (round_scores), checkpoints/agent/returns.png   Watch it: make agent GAME=$(GAME)"
 
-quickstart-long: data mlflow.db ## The quickstart on 200 000 frames, 2 VAE epochs, four frames a GRU step for 15 epochs (GAME=…)
+quickstart-long: data mlflow.db ## The quickstart on 100 000 frames, 4 VAE epochs, four frames a GRU step for 30 epochs (GAME=…)
 	@$(KEEP_PARAMS); ARCADEDREAMER_PIPELINE_ID=quickstart-long-$$(date +%Y%m%d-%H%M%S) dvc exp run $(QUICKSTART_STAGES) $(QUICKSTART_LONG) $(QUIET_DVC)
 	@$(MAKE) --no-print-directory quickstart-summary
 
