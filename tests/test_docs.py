@@ -27,13 +27,18 @@ def test_every_table_in_the_docs_is_its_results_file():
     assert results_tool().tables(check=True) == []
 
 
-def test_a_number_edited_by_hand_in_a_table_is_caught(tmp_path):
-    """The check reads the docs, not a cache: change one figure in a copy and it fails."""
-    tool = results_tool()
-    copy = tmp_path / "project"
+def copy_of_the_docs(copy):
+    """The README, docs/ and results/ under `copy`: what `tables` reads and writes."""
     for folder in ("docs", "results"):
         shutil.copytree(PROJECT_ROOT / folder, copy / folder)
     shutil.copy(PROJECT_ROOT / "README.md", copy / "README.md")
+    return copy
+
+
+def test_a_number_edited_by_hand_in_a_table_is_caught(tmp_path):
+    """The check reads the docs, not a cache: change one figure in a copy and it fails."""
+    tool = results_tool()
+    copy = copy_of_the_docs(tmp_path / "project")
     assert tool.tables(check=True, root=copy) == []
     page = copy / "docs/results.md"
     text = page.read_text()
@@ -52,10 +57,7 @@ def test_the_readme_run_times_follow_every_timed_run(tmp_path):
     """The README's ranges are derived from results/timed-runs.json: a new, slower run widens
     them; one with other work beside it, or a command not summarised, leaves them alone."""
     tool = results_tool()
-    copy = tmp_path / "project"
-    for folder in ("docs", "results"):
-        shutil.copytree(PROJECT_ROOT / folder, copy / folder)
-    shutil.copy(PROJECT_ROOT / "README.md", copy / "README.md")
+    copy = copy_of_the_docs(tmp_path / "project")
     timed_file = copy / "results/timed-runs.json"
     timed = json.loads(timed_file.read_text())
     quickstart = ["2026-12-04", "abc1234", "`make quickstart`", "59 min 1 s", "", "AMD EPYC, otherwise idle"]
