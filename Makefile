@@ -154,9 +154,11 @@ ablation-dynamics: data mlflow.db ## Which dynamics training keeps the ball: 5 r
 
 # make quickstart-long's world model once per seed of DYNAMICS_SEEDS on its data and VAE (DVC's
 # cache: run make quickstart-long first, and seed 0 is its own run): the spread its figures need
+# SEEDS_ROW="name|-S …" trains a variant of it on the same data and VAE, recorded as row `name`
 SEEDS_RESULTS ?= results/quickstart-long-seeds-$(GAME).json
-seeds-quickstart-long: data mlflow.db ## After make quickstart-long: its dynamics per seed of DYNAMICS_SEEDS, then mean ± sd (GAME=…)
-	@$(call SEED_RUNS,$(QUICKSTART_LONG),"quickstart-long|",$(SEEDS_RESULTS),seeds-quickstart-long)
+SEEDS_ROW ?= quickstart-long|
+seeds-quickstart-long: data mlflow.db ## After make quickstart-long: its dynamics per seed of DYNAMICS_SEEDS, then mean ± sd (GAME=…, SEEDS_ROW=…)
+	@$(call SEED_RUNS,$(QUICKSTART_LONG),"$(SEEDS_ROW)",$(SEEDS_RESULTS),seeds-quickstart-long)
 	$(BIN)/python tools/results.py report $(SEEDS_RESULTS)
 
 quickstart-summary:
