@@ -74,6 +74,17 @@ def bare_dynamics_rate(batch: int, seq_len: int, seconds: float) -> float:
     return rate(dynamics_training_step(batch, seq_len), batch, seconds)
 
 
+def decoded_loss_cost(seconds: float) -> dict:
+    """Sequences/s of a bare dynamics step at make quickstart-long's shape (batch 32, 16 steps of
+    4 frames), without and with its decoded loss on 8 predictions a batch (results.md: what the
+    loss that sees the ball costs an epoch)."""
+    from common import dynamics_training_step, rate
+
+    plain = rate(dynamics_training_step(32, 16, frames_per_step=4), 32, seconds)
+    decoded = rate(dynamics_training_step(32, 16, frames_per_step=4, decoded_samples=8), 32, seconds)
+    return {"plain": plain, "decoded": decoded}
+
+
 def trainer_rates(params_path: Path, stage: str) -> dict:
     """The real trainer: samples/s of its training loop in the last epoch (data gathering,
     stacking, per-step bookkeeping included; the trainer measures it itself), and of the whole
@@ -185,6 +196,13 @@ def main(frames: int = 6000, epochs: int = 3) -> dict:
                 f"{unit} ({ours['whole'] / bare:.2f}x: start-up, validation, checkpoints)",
                 flush=True,
             )
+        cost = results["decoded_loss"] = decoded_loss_cost(8.0)
+        print(
+            f"dynamics at make quickstart-long's shape (batch 32, 16 steps of 4 frames): {cost['plain']:,.0f} seq/s; "
+            f"with the decoded loss on 8 predictions a batch {cost['decoded']:,.0f} "
+            f"({cost['plain'] / cost['decoded']:.2f}x the time a batch)",
+            flush=True,
+        )
         flops = vae_flops(128)
         achieved = flops * results["vae"]["bare"] / 128
         peak = matmul_peak()

@@ -52,20 +52,38 @@ def vae_training_step(batch: int, compiled: bool = False):
     return lambda: train_step(model, net(frames), optimizer, 1.0)
 
 
-def dynamics_training_step(batch: int, seq_len: int, compiled: bool = False):
-    """One bare dynamics optimisation step (scheduled sampling, as the trainer runs it)."""
+def dynamics_training_step(
+    batch: int, seq_len: int, compiled: bool = False, frames_per_step: int = 1, decoded_samples: int = 0
+):
+    """One bare dynamics optimisation step (scheduled sampling, as the trainer runs it); with
+    `decoded_samples`, that many predictions a batch also decoded by a VAE (`DecodedFrameLoss`)."""
     import torch
 
-    from arcadedreamer.models.dynamics import Dynamics
+    from arcadedreamer.models.dynamics import DecodedFrameLoss, Dynamics
+    from arcadedreamer.models.vae import VAE
     from arcadedreamer.training.common import ComputeLoss, train_step
 
     torch.manual_seed(0)
-    model = Dynamics()
-    net = ComputeLoss(model, sampling_prob=0.5, burn_in=4, generator=None)
+    model = Dynamics(frames_per_step=frames_per_step)
+    # (N, 64, 64): the recording the decoded predictions are scored against
+    frames = torch.randint(0, 256, (4096, 64, 64), dtype=torch.uint8)
+    decoded = DecodedFrameLoss(
+        vae=VAE().eval().requires_grad_(False), frames=frames, loss="bce", surprise=0.5,
+        samples=decoded_samples, weight=1.0,
+    )  # fmt: skip
+    net = ComputeLoss(
+        model, sampling_prob=0.5, burn_in=4, generator=None, decoded=decoded if decoded_samples else None
+    )
     net = torch.compile(net) if compiled else net
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     latents = torch.randn(batch, seq_len + 1, 64)  # (B, T+1, latent)
-    actions = torch.randint(0, 18, (batch, seq_len))  # (B, T)
-    reward_classes = torch.ones_like(actions)  # nothing happens: the heads cost the same either way
+    actions = torch.randint(0, 18, (batch, seq_len, frames_per_step))  # (B, T, K)
+    actions = actions[..., 0] if frames_per_step == 1 else actions
+    # nothing happens: the heads cost the same either way
+    reward_classes = torch.ones(batch, seq_len, dtype=torch.long)
     game_overs = torch.zeros(batch, seq_len)
-    return lambda: train_step(model, net(latents, actions, reward_classes, game_overs), optimizer, 1.0)
+    # (B,) the frame of each sequence's first latent
+    starts = torch.randint(8, len(frames) - frames_per_step * (seq_len + 1), (batch,))
+    return lambda: train_step(
+        model, net(latents, actions, reward_classes, game_overs, starts), optimizer, 1.0
+    )
