@@ -134,3 +134,21 @@ def test_relative_links_lead_to_files(path):
         if "://" in target or target.startswith("mailto:"):
             continue
         assert (path.parent / target).exists(), f"{path.name} links to {target}, which does not exist"
+
+
+def test_a_rows_seeds_are_reported_as_mean_and_standard_deviation():
+    """`tools/results.py report`'s table: one line per row, each score the mean ± sample standard
+    deviation over its seeds, minutes over the timed seeds only (a cached one has none)."""
+    runs = [
+        {"row": "recipe", "seed": 0, "scores": {"ball_recall_h50_model": 0.40}, "wall_seconds": None},
+        {"row": "recipe", "seed": 1, "scores": {"ball_recall_h50_model": 0.60}, "wall_seconds": 600},
+        {"row": "variant", "seed": 0, "scores": {"ball_recall_h50_model": 0.30}, "wall_seconds": 120},
+    ]
+    lines = results_tool().table({"runs": runs}).splitlines()
+    head = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    recipe = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    variant = [cell.strip() for cell in lines[3].strip("|").split("|")]
+    assert recipe[:2] == ["`recipe`", "2"] and variant[:2] == ["`variant`", "1"]
+    assert recipe[head.index("h50")] == "0.50 ± 0.14"  # sd of 0.4, 0.6 over n - 1
+    assert variant[head.index("h50")] == "0.30"  # one seed: no spread to give
+    assert recipe[-1] == "10.0" and variant[-1] == "2.0"
