@@ -67,18 +67,18 @@ def dynamics_training_step(
     model = Dynamics(frames_per_step=frames_per_step)
     # (N, 64, 64): the recording the decoded predictions are scored against
     frames = torch.randint(0, 256, (4096, 64, 64), dtype=torch.uint8)
-    decoded = DecodedFrameLoss(
-        vae=VAE().eval().requires_grad_(False), frames=frames, loss="bce", surprise=0.5,
-        samples=decoded_samples, weight=1.0,
-    )  # fmt: skip
-    net = ComputeLoss(
-        model, sampling_prob=0.5, burn_in=4, generator=None, decoded=decoded if decoded_samples else None
-    )
+    decoded = None
+    if decoded_samples:
+        decoded = DecodedFrameLoss(
+            vae=VAE().eval().requires_grad_(False), frames=frames, loss="bce", surprise=0.5,
+            samples=decoded_samples, weight=1.0,
+        )  # fmt: skip
+    net = ComputeLoss(model, sampling_prob=0.5, burn_in=4, generator=None, decoded=decoded)
     net = torch.compile(net) if compiled else net
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     latents = torch.randn(batch, seq_len + 1, 64)  # (B, T+1, latent)
-    actions = torch.randint(0, 18, (batch, seq_len, frames_per_step))  # (B, T, K)
-    actions = actions[..., 0] if frames_per_step == 1 else actions
+    # (B, T) one action a step, or (B, T, K) with K frames a step
+    actions = torch.randint(0, 18, (batch, seq_len) + ((frames_per_step,) if frames_per_step > 1 else ()))
     # nothing happens: the heads cost the same either way
     reward_classes = torch.ones(batch, seq_len, dtype=torch.long)
     game_overs = torch.zeros(batch, seq_len)
