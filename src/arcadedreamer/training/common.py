@@ -112,7 +112,7 @@ def train_step(model, losses: dict[str, torch.Tensor], optimizer, grad_clip: flo
 
 def balanced_class_weights(counts: torch.Tensor, max_weight: float) -> torch.Tensor:
     """Each class weighs total / (classes × its count), at most `max_weight`: every class then
-    counts as much in the loss as the others, however rare (a class never seen gets the cap)."""
+    counts as much in the loss as the others, however rare (a class never seen weighs as if seen once)."""
     counts = counts.double()
     weights = counts.sum() / (len(counts) * counts.clamp(min=1))
     return weights.clamp(max=max_weight).float()
