@@ -7,6 +7,7 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -105,6 +106,30 @@ def test_a_run_measured_elsewhere_says_where_under_the_table():
     assert "measured 2026-12-02 to 2026-12-03" in line
     del results["runs"][1]["commit"], results["runs"][1]["machine"]
     assert "AMD" not in tool.provenance_line(results)
+
+
+def test_a_dvc_experiments_settings_do_not_read_as_uncommitted_code(tmp_path):
+    """A DVC experiment writes its -S values into params.yaml and dvc.lock; only a change to
+    anything else makes a result's commit read "(uncommitted changes)"."""
+    from arcadedreamer import provenance
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "src").mkdir()
+    for name in ("params.yaml", "dvc.lock", "src/model.py"):
+        (tmp_path / name).write_text("a: 1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+    for name in ("params.yaml", "dvc.lock"):
+        (tmp_path / name).write_text("a: 2\n")
+    git("add", "params.yaml")  # staged, as dvc exp run leaves it
+    state = provenance.git_state(tmp_path / "src")
+    assert len(state["commit"]) == 40 and state["dirty"] is False
+    (tmp_path / "src/model.py").write_text("a: 2\n")
+    assert provenance.git_state(tmp_path / "src")["dirty"] is True
+    assert provenance.git_state(tmp_path / "nowhere")["commit"] == "unknown"
 
 
 def test_the_readme_is_the_front_door():

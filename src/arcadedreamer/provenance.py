@@ -13,10 +13,15 @@ import platform
 import subprocess
 from pathlib import Path
 
+# what `git status` looks at: the whole checkout but a run's settings files
+CODE_PATHSPECS = (":(top)", ":(top,exclude)params.yaml", ":(top,exclude)dvc.lock")
+
 
 def git_state(cwd: str | Path | None = None) -> dict[str, object]:
     """{"commit": the HEAD commit or "unknown", "dirty": whether tracked files differ from it (None
-    when unknown)} of the checkout at `cwd`, by default the one this package's code runs from."""
+    when unknown)} of the checkout at `cwd`, by default the one this package's code runs from.
+    A run's settings (params.yaml, and dvc.lock that records them) are left out: a DVC experiment
+    writes its `-S` values there, and every run logs them on its own."""
     cwd = cwd or Path(__file__).resolve().parent
 
     def git(*args: str) -> str | None:
@@ -27,7 +32,7 @@ def git_state(cwd: str | Path | None = None) -> dict[str, object]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHSPECS)
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
