@@ -7,11 +7,11 @@ import importlib.util
 import json
 import re
 import shutil
-import subprocess
 
 import pytest
 
 from conftest import PROJECT_ROOT
+from test_dvc_pipeline import sh
 
 DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 EXTRA = [PROJECT_ROOT / name for name in ("CHANGELOG.md", "CONTRIBUTING.md")]
@@ -114,7 +114,7 @@ def test_a_dvc_experiments_settings_do_not_read_as_uncommitted_code(tmp_path):
     from arcadedreamer import provenance
 
     def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        sh("git", *args, cwd=tmp_path)
 
     git("init", "-q")
     (tmp_path / "src").mkdir()
@@ -169,10 +169,10 @@ def test_a_rows_seeds_are_reported_as_mean_and_standard_deviation():
         {"row": "recipe", "seed": 1, "scores": {"ball_recall_h50_model": 0.60}, "wall_seconds": 600},
         {"row": "variant", "seed": 0, "scores": {"ball_recall_h50_model": 0.30}, "wall_seconds": 120},
     ]
-    lines = results_tool().table({"runs": runs}).splitlines()
-    head = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    recipe = [cell.strip() for cell in lines[2].strip("|").split("|")]
-    variant = [cell.strip() for cell in lines[3].strip("|").split("|")]
+    head, _, recipe, variant = (
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in results_tool().table({"runs": runs}).splitlines()
+    )
     assert recipe[:2] == ["`recipe`", "2"] and variant[:2] == ["`variant`", "1"]
     assert recipe[head.index("h50")] == "0.50 ± 0.14"  # sd of 0.4, 0.6 over n - 1
     assert variant[head.index("h50")] == "0.30"  # one seed: no spread to give
