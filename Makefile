@@ -134,16 +134,15 @@ DYNAMICS_SEEDS ?= 0 1 2
 ABLATION_RESULTS ?= results/ablation-dynamics.json
 
 # One DVC experiment up to evaluate per row of $(2) ("name|settings") and seed of DYNAMICS_SEEDS,
-# on the settings $(1), each recorded by tools/results.py in $(3) as made by "make $(4)". A run
-# that DVC restored from its cache (nothing trained) is recorded without a time.
+# on the settings $(1), each recorded by tools/results.py in $(3) as made by "make $(4)", timed by
+# its dynamics stage's own clock (a run DVC restored from its cache keeps the time it was trained in)
 define SEED_RUNS
 set -o pipefail; $(KEEP_PARAMS); for row in $(2); do name=$${row%%|*}; settings=$${row#*|}; \
-	for seed in $(DYNAMICS_SEEDS); do start=$$(date +%s); \
+	for seed in $(DYNAMICS_SEEDS); do \
 		ARCADEDREAMER_PIPELINE_ID=$(4)-$$name-s$$seed dvc exp run evaluate $(1) $$settings \
 			-S dynamics.seed=$$seed $(QUIET_DVC) | tee .dvc/tmp/seed-run.log || exit 1; \
-		seconds=$$(( $$(date +%s) - start )); grep -q "Running stage 'dynamics'" .dvc/tmp/seed-run.log || seconds=; \
 		$(BIN)/python tools/results.py record $(3) --row $$name --seed $$seed \
-			$${seconds:+--seconds $$seconds} --command "make $(4)" \
+			--dynamics-seconds --command "make $(4)" \
 			--experiment "$$(sed -n 's/^Ran experiment(s): //p' .dvc/tmp/seed-run.log)" || exit 1; \
 	done; done
 endef

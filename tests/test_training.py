@@ -6,6 +6,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 
 import mlflow
 import pytest
@@ -162,7 +163,8 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(trained, tmp_pa
 @pytest.mark.parametrize("recipe", ["original", "open loop and the decoded loss"])
 def test_dynamics_resume_reaches_the_same_weights_as_an_uninterrupted_run(trained, tmp_path, recipe):
     """Resumed after epoch 1, the dynamics ends bit-identical to a run never stopped: weights,
-    optimizer, schedule, the self-feeding ramp and the decoded loss's draws all pick up."""
+    optimizer, schedule, the self-feeding ramp and the decoded loss's draws all pick up; its
+    training time counts the epoch before the stop too."""
     from arcadedreamer.training.dynamics_trainer import train_dynamics
 
     raw = tiny_params_dict(tmp_path, trained.games)
@@ -178,10 +180,17 @@ def test_dynamics_resume_reaches_the_same_weights_as_an_uninterrupted_run(traine
     raw["tracking"]["register_models"] = False
     params = load_params(write_params(tmp_path, raw))
     vae = ckpt.final_checkpoint_path(trained.params, "vae")
+    started = time.perf_counter()
     first = train_dynamics(params, vae_checkpoint=vae, progress=False)
+    assert 0 < first["train_seconds"] < time.perf_counter() - started
     straight = ckpt.load_checkpoint(ckpt.checkpoint_path(params, "dynamics", 2))["model"]
     ckpt.checkpoint_path(params, "dynamics", 2).unlink()  # as if stopped after epoch 1
+    epoch_1 = ckpt.checkpoint_path(params, "dynamics", 1)
+    # as if the first epoch had taken 1000 s
+    ckpt.save_checkpoint(epoch_1, {**ckpt.load_checkpoint(epoch_1), "train_seconds": 1000.0})
+    started = time.perf_counter()
     again = train_dynamics(params, vae_checkpoint=vae, resume=True, progress=False)
+    assert 1000 < again["train_seconds"] < 1000 + time.perf_counter() - started
     resumed = ckpt.load_checkpoint(ckpt.checkpoint_path(params, "dynamics", 2))["model"]
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key

@@ -62,11 +62,17 @@ def record(
     controller: bool = False,
     workspace: Path = ROOT,
     params_file: Path | None = None,
+    dynamics_seconds: bool = False,
 ) -> dict:
     """One run into `path`: what the workspace holds now (its params.yaml, or `params_file`, and the
     eval.json, plots/series.json and with `controller` metrics/controller.json that names), with
-    the workspace's commit."""
+    the workspace's commit. With `dynamics_seconds`, its seconds are the dynamics stage's own
+    clock (`train_seconds` of its metrics JSON), not `seconds`: a seed's cost without the stages
+    DVC ran before it."""
     params = yaml.safe_load((params_file or workspace / "params.yaml").read_text())
+    if dynamics_seconds:
+        summary = json.loads((workspace / params["training"]["metrics_dir"] / "dynamics.json").read_text())
+        seconds = summary.get("train_seconds")
     evaluation = json.loads((workspace / params["evaluation"]["metrics_file"]).read_text())
     series = json.loads((workspace / params["evaluation"]["plots_dir"] / Path("series.json")).read_text())
     game = params["data"]["games"][0]
@@ -78,6 +84,7 @@ def record(
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "game": game,
         "wall_seconds": None if seconds is None else round(seconds, 1),
+        **({"timed": "dynamics training (train_seconds)"} if dynamics_seconds else {}),
         "settings": {"dynamics": params["dynamics"], "training": params["training"]},
         "scores": evaluation["games"][game],
         "by_horizon": {k: model[k] for k in model if k.startswith(("ball_", "player_", "psnr"))},
@@ -413,6 +420,9 @@ def main() -> None:
     rec.add_argument("--row", required=True)
     rec.add_argument("--seed", type=int, required=True)
     rec.add_argument("--seconds", type=float, help="its wall time (none: DVC restored it from its cache)")
+    rec.add_argument(
+        "--dynamics-seconds", action="store_true", help="its dynamics training's time instead (metrics JSON)"
+    )
     rec.add_argument("--experiment", default="")
     rec.add_argument("--command", dest="run_command", default="", help="what produced the run")
     rec.add_argument("--controller", action="store_true", help="also the controller stage's metrics")
@@ -451,6 +461,7 @@ def main() -> None:
             args.controller,
             args.workspace.resolve(),
             args.params.resolve() if args.params else None,
+            args.dynamics_seconds,
         )
         scores = run["scores"]
         print(

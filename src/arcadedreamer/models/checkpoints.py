@@ -374,10 +374,10 @@ def restore_training_state(
     optimizer,
     scheduler,
     generators: dict[str, torch.Generator],
-) -> tuple[int, str | None, Path]:
+) -> tuple[int, str | None, Path, float]:
     """`--resume`: load the stage's latest checkpoint into the training objects.
 
-    Returns (epoch it ended, its MLflow run id, its path).
+    Returns (epoch it ended, its MLflow run id, its path, the seconds of training it holds).
     """
     path = latest_checkpoint(params, stage)
     if path is None:
@@ -391,7 +391,7 @@ def restore_training_state(
     scheduler.load_state_dict(state["scheduler"])
     for name, generator in generators.items():
         generator.set_state(state["rng"][name].to(generator.get_state().device))
-    return state["epoch"], state.get("mlflow_run_id"), path
+    return state["epoch"], state.get("mlflow_run_id"), path, float(state.get("train_seconds", 0.0))
 
 
 def newest_checkpoint(params: Params, stage: str) -> Path | None:

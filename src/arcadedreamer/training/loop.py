@@ -59,9 +59,9 @@ def run(
     train_cfg = params.training
     steps_per_epoch = -(-stage.samples // train_cfg.batch_size)
     optimizer, scheduler = make_optimizer(stage.model, params, stage.epochs * steps_per_epoch)
-    start_epoch, run_id = 1, None
+    start_epoch, run_id, earlier_seconds = 1, None, 0.0
     if resume:
-        epoch, run_id, path = ckpt.restore_training_state(
+        epoch, run_id, path, earlier_seconds = ckpt.restore_training_state(
             params, stage.name, stage.arch, stage.model, optimizer, scheduler, stage.generators
         )
         start_epoch = epoch + 1
@@ -75,6 +75,9 @@ def run(
         except OSError as exc:
             raise UserError(describe_os_error(summary_path, exc)) from None
     metrics: dict[str, float] = {}
+    # the epochs' wall time (validation and checkpoints included, the data's preparation before
+    # them not), summed over resumes: what a recipe costs, without timing a whole pipeline
+    clock_start = time.perf_counter() - earlier_seconds
     run = tracking.stage_run(stage.name, params, run_id=run_id, description=stage.description)
     lineage: dict[str, str] = {}
     with dist_info.main_only(run) as active_run:
@@ -131,6 +134,7 @@ def run(
                         "config": params.model_dump(),
                         "metrics": metrics,
                         "mlflow_run_id": active_run,
+                        "train_seconds": time.perf_counter() - clock_start,
                         **stage.checkpoint_entries(),
                     },
                 )
@@ -150,6 +154,7 @@ def run(
         summary = {
             **{k.replace("/", "_"): v for k, v in metrics.items()},
             "epochs": stage.epochs,
+            "train_seconds": round(time.perf_counter() - clock_start, 1),
             **stage.summary,
         }
         summary_path.parent.mkdir(parents=True, exist_ok=True)
