@@ -262,9 +262,8 @@ def test_make_seeds_runs_each_seed_as_an_experiment_and_reports_them(project):
     """`make seeds-quickstart-long` (the ablation's seed loop) on the tiny settings: a seed DVC has
     already run is restored from its cache with the time it was trained in; a variant (SEEDS_ROW)
     trains, is timed by its dynamics stage's own clock and reported as a row of its own;
-    params.yaml is as it was. (The mean ± sd over a
-    row's seeds: tests/test_docs.py.) Last in this file: it leaves seed 1's outputs in the
-    workspace."""
+    params.yaml is as it was. (The mean ± sd over a row's seeds: tests/test_docs.py.) Last in
+    this file: it leaves seed 1's outputs in the workspace."""
     shutil.copy(PROJECT_ROOT / "Makefile", project / "Makefile")
     shutil.copytree(PROJECT_ROOT / "tools", project / "tools", ignore=shutil.ignore_patterns("__pycache__"))
     sh("dvc", "repro", "evaluate", cwd=project)  # already done when the tests above ran
