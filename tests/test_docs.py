@@ -177,3 +177,24 @@ def test_a_rows_seeds_are_reported_as_mean_and_standard_deviation():
     assert recipe[head.index("h50")] == "0.50 ± 0.14"  # sd of 0.4, 0.6 over n - 1
     assert variant[head.index("h50")] == "0.30"  # one seed: no spread to give
     assert recipe[-1] == "10.0" and variant[-1] == "2.0"
+
+
+def test_the_training_curve_draws_every_schedule_of_every_file(tmp_path):
+    """`report --training-curve`: one pair of lines (10 and 50 steps on) per results file and per
+    schedule in it, however many there are; none dropped for want of a colour."""
+
+    def schedule(curve, recall):
+        return [
+            {"row": f"epoch {epoch}, {curve}", "seed": 0, "curve": curve, "wall_seconds": 60.0 * epoch,
+             "scores": {"ball_recall_h10_model": recall + 0.3, "ball_recall_h50_model": recall}}
+            for epoch in (1, 2)
+        ]  # fmt: skip
+
+    many = {"runs": [run for n in range(7) for run in schedule(f"schedule {n}", 0.1 * n)]}
+    one = {"runs": schedule(None, 0.2)}
+    figure = tmp_path / "curve.png"
+    labels = results_tool().training_curve([("many", many), ("one", one)], figure)
+    drawn = [label for label in labels if label.endswith("steps on")]
+    assert len(drawn) == 2 * (7 + 1)
+    assert "many, schedule 6: 50 steps on" in drawn and "one: 10 steps on" in drawn
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

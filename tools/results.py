@@ -239,32 +239,40 @@ def figure(results: dict, path: Path) -> None:
     save_recall_figure(fig, ax, "open-loop horizon (frames)", path)
 
 
-def training_curve(curves: list[tuple[str, dict]], path: Path) -> None:
+def training_curve(curves: list[tuple[str, dict]], path: Path) -> list[str]:
     """Ball recall 10 and 50 steps on against the minutes of training, one point per row (mean
     over seeds, bar ± 1 sd), a pair of curves per results file: does more training of a recipe
-    still move the horizon, and which recipe gets further in the same minutes?"""
+    still move the horizon, and which recipe gets further in the same minutes? Minutes on a log
+    axis: the recipes span 1 to 90. Returns the legend's labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    fig, ax = plt.subplots(figsize=(13, 5))
     # one pair of lines per results file, and per `curve` of its runs (e.g. each schedule's length)
     lines = [
         (name + (f", {curve}" if curve else ""), [runs for runs in rows(results).values() if runs[0].get("curve") == curve])
         for name, results in curves
         for curve in dict.fromkeys(r.get("curve") for r in results["runs"])
     ]  # fmt: skip
-    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
-    for (name, grouped), color in zip(lines, colors):
+    palette = plt.get_cmap("tab10")
+    for index, (name, grouped) in enumerate(lines):
+        color = palette(index % palette.N)
         minutes = [mean_and_spread([r["wall_seconds"] / 60 for r in runs])[0] for runs in grouped]
         for key, horizon, style in (("ball_recall_h10_model", 10, "--"), ("ball_recall_h50_model", 50, "-")):
             recall = [mean_and_spread([r["scores"].get(key) for r in runs]) for runs in grouped]
             ax.errorbar(minutes, [m for m, _ in recall], yerr=[s for _, s in recall], color=color,
                         linestyle=style, marker="o", capsize=3, label=f"{name}: {horizon} steps on")  # fmt: skip
-    save_recall_figure(
-        fig, ax, "dynamics training (minutes)", path, loc="upper left", bbox_to_anchor=(1.01, 1)
+    ax.axhline(
+        0.5, color="black", linestyle=":", linewidth=1, label="half the windows (the target 50 steps on)"
     )
+    ax.set_xscale("log")
+    labels = ax.get_legend_handles_labels()[1]
+    save_recall_figure(
+        fig, ax, "dynamics training (minutes, log scale)", path, loc="upper left", bbox_to_anchor=(1.01, 1)
+    )
+    return labels
 
 
 BLOCK = re.compile(r"(<!-- results: (?P<file>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
