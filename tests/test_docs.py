@@ -198,3 +198,19 @@ def test_the_training_curve_draws_every_schedule_of_every_file(tmp_path):
     assert len(drawn) == 2 * (7 + 1)
     assert "many, schedule 6: 50 steps on" in drawn and "one: 10 steps on" in drawn
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_timed_by_two_clocks_is_refused(tmp_path):
+    """`record --seconds S --dynamics-seconds`: which time is the run's? Refused before anything is
+    read or written, rather than one silently winning."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "runs.json"
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "tools/results.py"), "record", str(target), "--row", "r", "--seed", "0",
+         "--seconds", "60", "--dynamics-seconds"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr
+    assert not target.exists()

@@ -427,8 +427,9 @@ def main() -> None:
     rec.add_argument("file", type=Path)
     rec.add_argument("--row", required=True)
     rec.add_argument("--seed", type=int, required=True)
-    rec.add_argument("--seconds", type=float, help="its wall time (none: DVC restored it from its cache)")
-    rec.add_argument(
+    timing = rec.add_mutually_exclusive_group()  # one clock a run
+    timing.add_argument("--seconds", type=float, help="its wall time (none: DVC restored it from its cache)")
+    timing.add_argument(
         "--dynamics-seconds", action="store_true", help="its dynamics training's time instead (metrics JSON)"
     )
     rec.add_argument("--experiment", default="")
