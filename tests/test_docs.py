@@ -214,3 +214,34 @@ def test_a_run_timed_by_two_clocks_is_refused(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
     assert not target.exists()
+
+
+def test_a_target_line_follows_the_row_it_names(tmp_path):
+    """The targets table is derived from the runs of the row each line names: its mean ± sd over
+    the seeds, "met" only when the mean is on the asked side of the bound, and a row that is not
+    in its file refused rather than read as nothing."""
+    runs = [
+        {
+            "row": "recipe",
+            "seed": seed,
+            "scores": {"ball_recall_h50_model": recall, "false_ball_rate_h50_model": false},
+        }
+        for seed, (recall, false) in enumerate([(0.40, 0.10), (0.60, 0.20), (0.56, 0.12)])
+    ]
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": runs}))
+
+    def target(key, **bound):
+        return {"target": key, "file": "runs.json", "row": "recipe", "key": key, **bound}
+
+    recall, false, strict = results_tool().target_rows(
+        [target("ball_recall_h50_model", at_least=0.5), target("false_ball_rate_h50_model", at_most=0.15),
+         target("ball_recall_h50_model", at_least=0.53)],
+        tmp_path,
+    )  # fmt: skip
+    assert recall[1:4] == ["≥ 0.5", "0.52 ± 0.11 (3 seeds)", "met"]
+    assert false[1:4] == ["≤ 0.15", "0.14 ± 0.05 (3 seeds)", "met"]
+    assert strict[3] == "**not met**"  # 0.52 against 0.53
+    with pytest.raises(ValueError, match="no row 'recipes'"):
+        results_tool().target_rows(
+            [{**target("ball_recall_h50_model", at_least=0.5), "row": "recipes"}], tmp_path
+        )

@@ -357,11 +357,34 @@ def summary_rows(summary: dict, root: Path) -> list[list[str]]:
     return table
 
 
+def target_rows(targets: list[dict], root: Path) -> list[list[str]]:
+    """Each target against the row of a results file it names: the mean ± sd over that row's
+    seeds of one score, and whether the mean is on the asked side of the bound (`at_least` or
+    `at_most`)."""
+    table = []
+    for target in targets:
+        runs = rows(json.loads((root / target["file"]).read_text())).get(target["row"])
+        if not runs:
+            raise ValueError(f"{target['file']}: no row {target['row']!r}")
+        mean, spread = mean_and_spread([r["scores"].get(target["key"]) for r in runs])
+        if "at_least" in target:
+            bound, met = f"≥ {target['at_least']:g}", mean >= target["at_least"]
+        else:
+            bound, met = f"≤ {target['at_most']:g}", mean <= target["at_most"]
+        table.append([
+            target["target"], bound, f"{_format(mean, spread, 2)} ({len(runs)} seeds)",
+            "met" if met else "**not met**", f"`{target['row']}` ({target['file']})",
+        ])  # fmt: skip
+    return table
+
+
 def render(path: Path, root: Path = ROOT) -> str:
     """The markdown a results file stands for: its table and its provenance line."""
     results = json.loads(path.read_text())
     if "summary" in results:  # a summary of another file's rows, derived here so the two agree
         results = {**results, "rows": summary_rows(results["summary"], root)}
+    if "targets" in results:  # the same, for targets against rows of other files
+        results = {**results, "rows": target_rows(results["targets"], root)}
     if "runs" in results:
         body = table(results)
     else:
