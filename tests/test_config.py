@@ -68,6 +68,25 @@ def test_project_params_file_has_the_original_defaults():
             {"dynamics": {"max_event_weight": 0.5}},
             "dynamics.max_event_weight: Input should be greater than or equal to 1",
         ),
+        ({"dream": {"game": "Breakot"}}, "params.yaml: dream.game: unknown game id 'Breakot'"),
+        ({"controller": {"game": "Pongg"}}, "params.yaml: controller.game: unknown game id 'Pongg'"),
+        ({"agent": {"game": "Tetris-v9"}}, "params.yaml: agent.game: unknown game id 'Tetris-v9'"),
+        (  # the controller and the agent score in the same real games: one set of bounds for both
+            {"agent": {"eval_episodes": 1}},
+            "params.yaml: agent.eval_episodes: Input should be greater than or equal to 2",
+        ),
+        (
+            {"agent": {"eval_seed": 2**31 - 2}},
+            "params.yaml: agent: eval_seed + eval_episodes must stay within 2147483647",
+        ),
+        (
+            {"controller": {"eval_seed": 2**31 - 2}},
+            "params.yaml: controller: eval_seed + eval_episodes must stay within 2147483647",
+        ),
+        (
+            {"controller": {"contexts": "test"}},
+            "controller.contexts: Input should be 'training' or 'heldout'",
+        ),
         (  # a 1-pixel window holds no 2×2 block: every ball would be a miss
             {"evaluation": {"ball_tolerance": 0}},
             "evaluation.ball_tolerance: Input should be greater than or equal to 1",

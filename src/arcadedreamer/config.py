@@ -74,6 +74,29 @@ def check_game_id(game: str) -> str:
     return game
 
 
+GameId = Annotated[str, AfterValidator(check_game_id)]
+
+# The real-game scoring keys the controller and the agent share: the same games for both
+Contexts = Annotated[
+    Literal["training", "heldout"],
+    Field(description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."),
+]
+EvalEpisodes = Annotated[int, Field(ge=2, le=10_000, description="Seeded real episodes per policy.")]
+EvalMaxFrames = Annotated[
+    int, Field(gt=0, le=MAX_FRAMES, description="A real episode is cut (truncated) after this many frames.")
+]
+EvalSeed = Annotated[int, Field(ge=0, le=MAX_SEED, description="Real episode i is reset with eval_seed + i.")]
+ConstantBaselines = Annotated[
+    bool,
+    Field(description="Also play each of the game's actions held every frame (with ε) in the real game."),
+]
+
+
+def _scored_seeds_fit(section) -> None:
+    if section.eval_seed + section.eval_episodes - 1 > MAX_SEED:
+        raise ValueError(f"eval_seed + eval_episodes must stay within {MAX_SEED}")
+
+
 class _Section(BaseModel):
     # strict: no bools for ints, no strings for numbers; floats must be finite
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
@@ -347,7 +370,7 @@ class EvaluationConfig(_Section):
 
 
 class DreamConfig(_Section):
-    game: str = Field("BreakoutNoFrameskip-v4", description="The game dream dreams by default.")
+    game: GameId = Field("BreakoutNoFrameskip-v4", description="The game dream dreams by default.")
     actions: str = Field("", max_length=200_000, description="Comma-separated names or minimal-set numbers.")
     steps: int = Field(60, gt=0, le=MAX_DREAM_STEPS, description="Random actions when `actions` is empty.")
     episode: int = Field(
@@ -359,16 +382,11 @@ class DreamConfig(_Section):
     fps: int = Field(15, gt=0, le=240, description="The GIF's frames per second.")
     out_dir: PathStr = Field("outputs", description="Where dream_<game>.gif is written.")
 
-    @field_validator("game")
-    @classmethod
-    def _game_known(cls, game: str) -> str:
-        return check_game_id(game)
-
 
 class ControllerConfig(_Section):
     """The World Models controller, trained by CMA-ES in the dream only, scored in the real game."""
 
-    game: str = Field("BreakoutNoFrameskip-v4", description="The game the controller learns.")
+    game: GameId = Field("BreakoutNoFrameskip-v4", description="The game the controller learns.")
     horizon: int = Field(
         100,
         gt=0,
@@ -394,19 +412,11 @@ class ControllerConfig(_Section):
         description="Each step (a frame, or dynamics.frames_per_step frames), a uniformly random action "
         "instead of the controller's, held for the step (dream and real).",
     )
-    constant_baselines: bool = Field(
-        True, description="Also play each of the game's actions held every frame (with ε) in the real game."
-    )
-    contexts: Literal["training", "heldout"] = Field(
-        "training", description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."
-    )
-    eval_episodes: int = Field(30, ge=2, le=10_000, description="Seeded real episodes per policy.")
-    eval_max_frames: int = Field(
-        20_000, gt=0, le=MAX_FRAMES, description="A real episode is cut (truncated) after this many frames."
-    )
-    eval_seed: int = Field(
-        2_000_000, ge=0, le=MAX_SEED, description="Real episode i is reset with eval_seed + i."
-    )
+    constant_baselines: ConstantBaselines = True
+    contexts: Contexts = "training"
+    eval_episodes: EvalEpisodes = 30
+    eval_max_frames: EvalMaxFrames = 20_000
+    eval_seed: EvalSeed = 2_000_000
     seed: int = Field(
         0, ge=0, le=MAX_SEED, description="Seeds the dream contexts, the exploration draws and CMA-ES."
     )
@@ -417,17 +427,11 @@ class ControllerConfig(_Section):
         "metrics/controller.json", description="The controller stage's report (a DVC metric)."
     )
 
-    @field_validator("game")
-    @classmethod
-    def _game_known(cls, game: str) -> str:
-        return check_game_id(game)
-
     @model_validator(mode="after")
     def _dreams_fit(self) -> ControllerConfig:
         if self.population * self.rollouts > MAX_DREAMS:
             raise ValueError(f"population × rollouts must stay within {MAX_DREAMS} dreams stepped at once")
-        if self.eval_seed + self.eval_episodes - 1 > MAX_SEED:
-            raise ValueError(f"eval_seed + eval_episodes must stay within {MAX_SEED}")
+        _scored_seeds_fit(self)
         return self
 
 
@@ -435,7 +439,7 @@ class AgentConfig(_Section):
     """An actor-critic trained in imagination only (Dreamer's recipe on the frozen world model),
     scored in the real game beside the random policy, the held actions and the controller."""
 
-    game: str = Field("BreakoutNoFrameskip-v4", description="The game the agent learns.")
+    game: GameId = Field("BreakoutNoFrameskip-v4", description="The game the agent learns.")
     updates: int = Field(
         600, gt=0, le=1_000_000, description="Actor and critic updates, one imagined batch each."
     )
@@ -479,22 +483,11 @@ class AgentConfig(_Section):
         le=1,
         description="In the real game, each step a uniformly random action instead (as DQN).",
     )
-    contexts: Literal["training", "heldout"] = Field(
-        "training", description="Whose real frames start the dreams: data.out_dir or heldout.out_dir."
-    )
-    eval_episodes: int = Field(30, ge=2, le=10_000, description="Seeded real episodes per policy.")
-    eval_max_frames: int = Field(
-        20_000, gt=0, le=MAX_FRAMES, description="A real episode is cut (truncated) after this many frames."
-    )
-    eval_seed: int = Field(
-        2_000_000,
-        ge=0,
-        le=MAX_SEED,
-        description="Real episode i is reset with eval_seed + i (the controller's).",
-    )
-    constant_baselines: bool = Field(
-        True, description="Also play each of the game's actions held every frame (with ε) in the real game."
-    )
+    contexts: Contexts = "training"
+    eval_episodes: EvalEpisodes = 30
+    eval_max_frames: EvalMaxFrames = 20_000
+    eval_seed: EvalSeed = 2_000_000
+    constant_baselines: ConstantBaselines = True
     rounds: int = Field(
         0,
         ge=0,
@@ -528,17 +521,11 @@ class AgentConfig(_Section):
         "metrics/agent.json", description="The agent stage's report (a DVC metric)."
     )
 
-    @field_validator("game")
-    @classmethod
-    def _game_known(cls, game: str) -> str:
-        return check_game_id(game)
-
     @model_validator(mode="after")
     def _fits(self) -> AgentConfig:
         if self.dreams * self.horizon > 4_000_000:
             raise ValueError("dreams × horizon must stay within 4 000 000 imagined states an update")
-        if self.eval_seed + self.eval_episodes - 1 > MAX_SEED:
-            raise ValueError(f"eval_seed + eval_episodes must stay within {MAX_SEED}")
+        _scored_seeds_fit(self)
         last_round_seed = self.round_seed + 1000 * self.rounds + self.round_episodes - 1
         if last_round_seed > MAX_SEED:
             raise ValueError(f"round_seed + 1000·rounds + round_episodes must stay within {MAX_SEED}")
