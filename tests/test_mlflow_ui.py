@@ -5,6 +5,7 @@ copied project folder that must not write into the original's store."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 import yaml
 
 from arcadedreamer import provenance, tracking
@@ -63,6 +65,9 @@ def test_the_champion_leads_back_to_its_data_commit_and_pipeline_through_mlflow_
     # the run that trained it: MLflow's own commit tag, its data as a dataset input, its parent
     run = mlflow_client.get_run(champion.run_id)
     assert run.data.tags["mlflow.source.git.commit"] == commit
+    # and the machine, down to what makes two hosts of one CPU name give other numbers
+    assert run.data.tags["machine.torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert re.fullmatch(r"family \d+ model \d+ stepping \d+", run.data.tags["machine.cpu_id"])
     manifest = yaml.safe_load((Path(run.data.params["data.out_dir"]) / GAME / "manifest.json").read_text())
     assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [manifest["content_hash"][:32]]
     parent = mlflow_client.get_run(run.data.tags["mlflow.parentRunId"])

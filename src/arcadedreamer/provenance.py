@@ -48,16 +48,38 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_id() -> str | None:
+    """The CPU's family, model and stepping (Linux /proc/cpuinfo), else None. Hosts sold under
+    one model name ("AMD EPYC") differ here, and so do their numbers."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor's block is enough
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        return None
+    if not {"cpu family", "model", "stepping"} <= fields.keys():
+        return None
+    return f"family {fields['cpu family']} model {fields['model']} stepping {fields['stepping']}"
+
+
 def machine() -> dict[str, object]:
-    """The CPU, its cores, torch's threads, and the GPU when one is used."""
+    """The CPU (its name, family and model, the kernels torch picked for it), its cores, torch's
+    threads, and the GPU when one is used."""
     import torch
 
     info: dict[str, object] = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "os": f"{platform.system()} {platform.release()}",
     }
+    if cpu_id():
+        info["cpu_id"] = cpu_id()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
