@@ -106,6 +106,9 @@ def test_a_run_measured_elsewhere_says_where_under_the_table():
     assert "measured 2026-12-02 to 2026-12-03" in line
     del results["runs"][1]["commit"], results["runs"][1]["machine"]
     assert "AMD" not in tool.provenance_line(results)
+    # two hosts of one CPU name: the family and model, when recorded, tell them apart
+    results["machine"] = {**xeon, "cpu_id": "family 6 model 143 stepping 8"}
+    assert "Intel Xeon (family 6 model 143 stepping 8), 2 cores" in tool.provenance_line(results)
 
 
 def test_a_dvc_experiments_settings_do_not_read_as_uncommitted_code(tmp_path):

@@ -279,12 +279,14 @@ BLOCK = re.compile(r"(<!-- results: (?P<file>[^ ]+) -->\n)(?P<body>.*?)(<!-- /re
 
 
 def short_provenance(record: dict, key: str) -> str | None:
-    """A file's or a run's commit ("abc1234 (uncommitted changes)") or machine ("CPU, 2 cores")."""
+    """A file's or a run's commit ("abc1234 (uncommitted changes)") or machine ("CPU (family F
+    model M stepping S), 2 cores")."""
     value = record.get(key)
     if isinstance(value, dict) and key == "commit":
         return value["commit"][:7] + (" (uncommitted changes)" if value.get("dirty") else "")
     if isinstance(value, dict) and key == "machine":
-        return f"{value['cpu']}, {value['cores']} cores"
+        cpu_id = f" ({value['cpu_id']})" if value.get("cpu_id") else ""  # two hosts can share a name
+        return f"{value['cpu']}{cpu_id}, {value['cores']} cores"
     return value
 
 
