@@ -244,6 +244,8 @@ def test_a_target_line_follows_the_row_it_names(tmp_path):
     assert recall[1:4] == ["≥ 0.5", "0.52 ± 0.11 (3 seeds)", "met"]
     assert false[1:4] == ["≤ 0.15", "0.14 ± 0.05 (3 seeds)", "met"]
     assert strict[3] == "**not met**"  # 0.52 against 0.53
+    with pytest.raises(ValueError, match="has no score 'ball_recall_h50'"):
+        results_tool().target_rows([target("ball_recall_h50", at_least=0.5)], tmp_path)
     with pytest.raises(ValueError, match="no row 'recipes'"):
         results_tool().target_rows(
             [{**target("ball_recall_h50_model", at_least=0.5), "row": "recipes"}], tmp_path

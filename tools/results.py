@@ -369,6 +369,8 @@ def target_rows(targets: list[dict], root: Path) -> list[list[str]]:
         if not runs:
             raise ValueError(f"{target['file']}: no row {target['row']!r}")
         mean, spread = mean_and_spread([r["scores"].get(target["key"]) for r in runs])
+        if not math.isfinite(mean):  # a misspelt key would otherwise read as a target not met
+            raise ValueError(f"{target['file']}: row {target['row']!r} has no score {target['key']!r}")
         if "at_least" in target:
             bound, met = f"≥ {target['at_least']:g}", mean >= target["at_least"]
         else:
