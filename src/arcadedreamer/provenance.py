@@ -37,30 +37,29 @@ def git_state(cwd: str | Path | None = None) -> dict[str, object]:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_id() -> str | None:
-    """The CPU's family, model and stepping (Linux /proc/cpuinfo), else None. Hosts sold under
-    one model name ("AMD EPYC") differ here, and so do their numbers."""
+def _first_cpu() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (Linux), else {}."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if not line.strip():
-                break  # the first processor's block is enough
+                break  # every processor repeats them
             key, _, value = line.partition(":")
             fields[key.strip()] = value.strip()
     except OSError:
-        return None
+        return {}
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform says."""
+    return _first_cpu().get("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_id() -> str | None:
+    """The CPU's family, model and stepping (Linux /proc/cpuinfo), else None. Hosts sold under
+    one model name ("AMD EPYC") differ here, and so do their numbers."""
+    fields = _first_cpu()
     if not {"cpu family", "model", "stepping"} <= fields.keys():
         return None
     return f"family {fields['cpu family']} model {fields['model']} stepping {fields['stepping']}"
